@@ -1,0 +1,175 @@
+//! Event → CloudEvents 1.0 structured JSON plus the facts the publisher turns into AMQP
+//! properties. Ids are deterministic: the same provider event always yields the same id, so a
+//! provider's retry and the original share `message_id` downstream.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::config::EndpointConfig;
+use crate::providers::{self, Batch, Event, Status};
+
+/// A message ready to publish (or to spool): everything the broker needs, nothing more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Deterministic event id; AMQP `message_id` and the CloudEvent `id`.
+    pub id: String,
+    /// `{provider}.{entity}.{action}`; also the CloudEvent `type`.
+    pub routing_key: String,
+    /// CloudEvent `source`.
+    pub source: String,
+    /// Seconds since the epoch at receipt; AMQP `timestamp`.
+    pub timestamp: u64,
+    /// The CloudEvent, serialized.
+    pub body: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct CloudEvent<'a> {
+    specversion: &'static str,
+    id: &'a str,
+    source: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    time: &'a str,
+    datacontenttype: &'static str,
+    data: Data<'a>,
+}
+
+#[derive(Serialize)]
+struct Data<'a> {
+    provider: &'a str,
+    account: &'a str,
+    event: &'a str,
+    entity: Option<&'a str>,
+    entity_id: Option<&'a str>,
+    status: Option<Status>,
+    provider_status: Option<&'a str>,
+    previous_status: Option<&'a str>,
+    tracking_number: Option<&'a str>,
+    tracking_url: Option<&'a str>,
+    location: Option<&'a Value>,
+    occurred_at: Option<&'a str>,
+    received_at: &'a str,
+    batch: Option<Batch>,
+    #[serde(flatten)]
+    extra: Option<&'a serde_json::Map<String, Value>>,
+    payload: &'a RawValue,
+}
+
+/// Deterministic id: SHA-256 over provider, account and the provider's natural key, shaped as
+/// a UUID so consumers can store it in a uuid column.
+pub fn event_id(provider: &str, account: &str, natural_key: &str) -> String {
+    let digest = providers::hash_hex(format!("{provider}\0{account}\0{natural_key}").as_bytes());
+    format!(
+        "{}-{}-{}-{}-{}",
+        &digest[0..8],
+        &digest[8..12],
+        &digest[12..16],
+        &digest[16..20],
+        &digest[20..32]
+    )
+}
+
+/// Build the message for one event received at `received`.
+pub fn encode(
+    endpoint: &EndpointConfig,
+    event: &Event,
+    received: DateTime<Utc>,
+) -> Result<Message, serde_json::Error> {
+    let provider = providers::provider_name(endpoint);
+    let routing_key = format!("{provider}.{}", event.kind);
+    let id = event_id(provider, &endpoint.name, &event.natural_key);
+    let source = format!("webhook-bridge/{provider}/{}", endpoint.name);
+    let received_at = received.to_rfc3339_opts(SecondsFormat::Millis, true);
+    // CloudEvents `time` must be RFC 3339; provider timestamps that are not fall back to receipt.
+    let time = event
+        .occurred_at
+        .as_deref()
+        .filter(|t| DateTime::parse_from_rfc3339(t).is_ok())
+        .unwrap_or(&received_at);
+    let ce = CloudEvent {
+        specversion: "1.0",
+        id: &id,
+        source: &source,
+        kind: &routing_key,
+        subject: event.entity_id.as_deref(),
+        time,
+        datacontenttype: "application/json",
+        data: Data {
+            provider,
+            account: &endpoint.name,
+            event: &event.event,
+            entity: event.entity.as_deref(),
+            entity_id: event.entity_id.as_deref(),
+            status: event.status,
+            provider_status: event.provider_status.as_deref(),
+            previous_status: event.previous_status.as_deref(),
+            tracking_number: event.tracking_number.as_deref(),
+            tracking_url: event.tracking_url.as_deref(),
+            location: event.location.as_ref(),
+            occurred_at: event.occurred_at.as_deref(),
+            received_at: &received_at,
+            batch: event.batch,
+            extra: event.extra.as_ref(),
+            payload: &event.payload,
+        },
+    };
+    let body = serde_json::to_vec(&ce)?;
+    Ok(Message {
+        id,
+        routing_key,
+        source,
+        timestamp: u64::try_from(received.timestamp()).unwrap_or(0),
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProviderKind;
+    use crate::providers::testing::{endpoint, events};
+
+    #[test]
+    fn wegocod_sample_envelope_has_every_field() {
+        let ep = endpoint(ProviderKind::Wegocod);
+        let ev = events(&ep, &[], providers::samples::WEGOCOD_DELIVERED);
+        let msg = encode(&ep, &ev[0], Utc::now()).unwrap();
+        let v: Value = serde_json::from_slice(&msg.body).unwrap();
+        assert_eq!(v["specversion"], "1.0");
+        assert_eq!(v["type"], "wegocod.order.status_changed");
+        assert_eq!(msg.routing_key, "wegocod.order.status_changed");
+        assert_eq!(v["subject"], "ORD-000129");
+        assert_eq!(v["time"], "2026-05-09T12:00:00+02:00");
+        assert_eq!(v["source"], "webhook-bridge/wegocod/wegocod-test");
+        assert_eq!(v["data"]["status"], "delivered");
+        assert_eq!(v["data"]["previous_status"], "out_for_delivery");
+        assert_eq!(v["data"]["batch"], Value::Null);
+        assert_eq!(v["data"]["tracking_url"], Value::Null);
+        assert_eq!(v["data"]["payload"]["customer"]["city"], "Casablanca");
+        assert_eq!(v["id"], msg.id.as_str());
+    }
+
+    #[test]
+    fn same_event_same_id_different_event_different_id() {
+        let ep = endpoint(ProviderKind::Wegocod);
+        let a = events(&ep, &[], providers::samples::WEGOCOD_DELIVERED);
+        let b = events(&ep, &[], providers::samples::WEGOCOD_DELIVERED);
+        let t = Utc::now();
+        assert_eq!(
+            encode(&ep, &a[0], t).unwrap().id,
+            encode(&ep, &b[0], t).unwrap().id
+        );
+        let other = String::from_utf8_lossy(providers::samples::WEGOCOD_DELIVERED)
+            .replace("\"delivered\"", "\"returned\"");
+        let c = events(&ep, &[], other.as_bytes());
+        assert_ne!(
+            encode(&ep, &a[0], t).unwrap().id,
+            encode(&ep, &c[0], t).unwrap().id
+        );
+    }
+}

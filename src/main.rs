@@ -1,0 +1,140 @@
+//! Command line: parse, load config, dispatch. Nothing else lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use webhook_bridge::config::{Config, redact_url};
+
+#[derive(Parser)]
+#[command(
+    name = "webhook-bridge",
+    version,
+    about = "Provider webhooks → confirmed RabbitMQ CloudEvents"
+)]
+struct Cli {
+    /// Log format: json for Kubernetes, text for a terminal.
+    #[arg(
+        long,
+        global = true,
+        env = "WEBHOOK_BRIDGE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve {
+        #[arg(
+            long,
+            env = "WEBHOOK_BRIDGE_CONFIG",
+            default_value = "webhook-bridge.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Validate the configuration and print endpoints and routes, secrets redacted.
+    CheckConfig {
+        #[arg(
+            long,
+            env = "WEBHOOK_BRIDGE_CONFIG",
+            default_value = "webhook-bridge.toml"
+        )]
+        config: PathBuf,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { config } => {
+            let config = Config::load(&config)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(webhook_bridge::serve(config))?;
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let cfg = Config::load(&config)?;
+            print_config(&cfg);
+            Ok(())
+        }
+    }
+}
+
+fn print_config(cfg: &Config) {
+    println!("config OK");
+    println!(
+        "listen {}  admin {}  ack_deadline {:?}  max_body {}B",
+        cfg.listen, cfg.admin_listen, cfg.ack_deadline, cfg.max_body
+    );
+    for url in &cfg.amqp.urls {
+        println!("amqp {}", redact_url(url.expose()));
+    }
+    println!(
+        "exchange {}  (alternate {} → queue {})",
+        cfg.amqp.exchange,
+        cfg.amqp.alternate_exchange(),
+        cfg.amqp.unrouted_queue()
+    );
+    for w in &cfg.warnings {
+        println!("warning: {w}");
+    }
+    for ep in &cfg.endpoints {
+        let sources: Vec<String> = ep.secret_sources.iter().map(|s| s.to_string()).collect();
+        let path = if matches!(ep.auth, webhook_bridge::config::AuthConfig::PathToken) {
+            format!("{}/<token>", ep.path)
+        } else {
+            ep.path.clone()
+        };
+        println!(
+            "endpoint {:<20} POST {:<32} provider={} auth={} secret=*** ({})",
+            ep.name,
+            path,
+            ep.provider.as_str(),
+            ep.auth.kind_name(),
+            sources.join(", ")
+        );
+        println!(
+            "  routes: {}",
+            webhook_bridge::providers::routing_keys(ep).join(", ")
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! Modexpress Saleskit outbound-order webhooks: `Authorization: Bearer <secret>`, one event per
+//! request, `shp.status.update` / `order.status.update` → `modexpress.order.status_changed`.
+
+use super::{Event, Inbound, ParseError, Parsed, Status, parse_json, str_at};
+
+/// Processing status id → canonical status (Modexpress "Status field values").
+pub fn status(id: &str) -> Status {
+    match id {
+        "N" => Status::Created,
+        "I" => Status::Processing,
+        "P" => Status::Packed,
+        "S" => Status::InTransit,
+        "C" => Status::Cancelled,
+        _ => Status::Unknown,
+    }
+}
+
+pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
+    let (raw, value) = parse_json(inbound.body)?;
+    // The documentation says `action` defaults to order.status.update when absent.
+    let action = match value.get("action") {
+        None | Some(serde_json::Value::Null) => "order.status.update".to_string(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(_) => return Ok(Parsed::Events(vec![Event::unrecognized("", raw)])),
+    };
+    let order_id = str_at(&value, "/payload/Id");
+    let status_id = str_at(&value, "/payload/ProcessingStatus/Id");
+    let known = matches!(action.as_str(), "shp.status.update" | "order.status.update");
+    let (Some(order_id), Some(status_id), true) = (order_id, status_id, known) else {
+        return Ok(Parsed::Events(vec![Event::unrecognized(action, raw)]));
+    };
+    let mut event = Event::new(
+        action,
+        "order.status_changed",
+        format!("{order_id}:{status_id}"),
+        raw,
+    );
+    event.entity = Some("order".into());
+    event.entity_id = Some(order_id);
+    event.status = Some(status(&status_id));
+    event.provider_status = Some(status_id);
+    Ok(Parsed::Events(vec![event]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::testing::{endpoint, events};
+
+    #[test]
+    fn sample_maps_to_processing() {
+        let ep = endpoint(crate::config::ProviderKind::Modexpress);
+        let ev = events(&ep, &[], crate::providers::samples::MODEXPRESS_IN_PROGRESS);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].kind, "order.status_changed");
+        assert_eq!(ev[0].entity_id.as_deref(), Some("123456"));
+        assert_eq!(ev[0].status, Some(Status::Processing));
+        assert_eq!(ev[0].natural_key, "123456:I");
+    }
+
+    #[test]
+    fn status_table_is_complete() {
+        let table = [
+            ("N", Status::Created),
+            ("I", Status::Processing),
+            ("P", Status::Packed),
+            ("S", Status::InTransit),
+            ("C", Status::Cancelled),
+            ("X", Status::Unknown),
+        ];
+        for (id, want) in table {
+            assert_eq!(status(id), want, "{id}");
+        }
+    }
+
+    #[test]
+    fn other_action_is_unrecognized() {
+        let ep = endpoint(crate::config::ProviderKind::Modexpress);
+        let ev = events(
+            &ep,
+            &[],
+            br#"{"action":"inventory.changed","payload":{"Id":"1"}}"#,
+        );
+        assert!(ev[0].is_unrecognized());
+        assert_eq!(ev[0].event, "inventory.changed");
+    }
+}

@@ -1,0 +1,84 @@
+//! Peddler shipment webhooks: `x-webhook-shared-token: <secret>`; every body →
+//! `peddler.shipment.status_changed`. Natural key: `id` + `status` + `ts`.
+
+use super::{Event, Inbound, ParseError, Parsed, Status, parse_json, str_at};
+
+/// Peddler shipment status → canonical status. Peddler documents `SHIPMENT_CONFIRMED`,
+/// `OUT_FOR_DELIVERY` and `DELIVERED`; the others are the carrier vocabulary seen in its API.
+pub fn status(s: &str) -> Status {
+    match s {
+        "SHIPMENT_CONFIRMED" | "CREATED" => Status::Created,
+        "PICKED_UP" | "IN_TRANSIT" | "SHIPPED" => Status::InTransit,
+        "OUT_FOR_DELIVERY" => Status::OutForDelivery,
+        "DELIVERED" => Status::Delivered,
+        "FAILED_DELIVERY" | "DELIVERY_FAILED" | "NOT_DELIVERED" => Status::DeliveryFailed,
+        "RETURNING" | "RETURN_TO_SENDER" => Status::Returning,
+        "RETURNED" => Status::Returned,
+        "CANCELLED" | "CANCELED" => Status::Cancelled,
+        "EXCEPTION" => Status::Exception,
+        _ => Status::Unknown,
+    }
+}
+
+pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
+    let (raw, value) = parse_json(inbound.body)?;
+    let (Some(id), Some(provider_status)) = (str_at(&value, "/id"), str_at(&value, "/status"))
+    else {
+        return Ok(Parsed::Events(vec![Event::unrecognized("", raw)]));
+    };
+    let ts = str_at(&value, "/ts");
+    let mut event = Event::new(
+        "shipment.status",
+        "shipment.status_changed",
+        format!("{id}:{provider_status}:{}", ts.as_deref().unwrap_or("")),
+        raw,
+    );
+    event.entity = Some("shipment".into());
+    event.entity_id = Some(id);
+    event.status = Some(status(&provider_status));
+    event.provider_status = Some(provider_status);
+    event.tracking_number = str_at(&value, "/carrierTrackingNumber");
+    event.location = value.get("location").filter(|l| !l.is_null()).cloned();
+    event.occurred_at = ts;
+    Ok(Parsed::Events(vec![event]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProviderKind;
+    use crate::providers::samples;
+    use crate::providers::testing::{endpoint, events};
+
+    #[test]
+    fn samples_map_and_keep_location() {
+        let ep = endpoint(ProviderKind::Peddler);
+        let ev = events(&ep, &[], samples::PEDDLER_CONFIRMED);
+        assert_eq!(ev[0].status, Some(Status::Created));
+        assert_eq!(
+            ev[0].tracking_number.as_deref(),
+            Some("P123456789012345678")
+        );
+        assert!(ev[0].location.is_none());
+        let ev = events(&ep, &[], samples::PEDDLER_OUT_FOR_DELIVERY);
+        assert_eq!(ev[0].status, Some(Status::OutForDelivery));
+        assert_eq!(
+            ev[0]
+                .location
+                .as_ref()
+                .and_then(|l| l.get("lat"))
+                .and_then(|v| v.as_f64()),
+            Some(52.3409992)
+        );
+        assert_eq!(
+            ev[0].natural_key,
+            "PlakFjJkuYatSCXFvDxTs:OUT_FOR_DELIVERY:2023-06-14T10:54:55.896Z"
+        );
+    }
+
+    #[test]
+    fn body_without_id_is_unrecognized() {
+        let ep = endpoint(ProviderKind::Peddler);
+        assert!(events(&ep, &[], br#"{"hello":"world"}"#)[0].is_unrecognized());
+    }
+}

@@ -1,0 +1,102 @@
+//! WeGoCOD order webhooks: `X-Webhook-Signature` is the lowercase hex HMAC-SHA256 of the raw
+//! body; `order.status_updated` → `wegocod.order.status_changed`. The natural key is
+//! `order.reference` + `new_status`, as WeGoCOD itself recommends for de-duplication.
+
+use super::{Event, Inbound, ParseError, Parsed, Status, parse_json, str_at};
+
+/// `new_status` → canonical status (WeGoCOD status transition table).
+pub fn status(s: &str) -> Status {
+    match s {
+        "pending" => Status::Created,
+        "picked_up" | "preparing" => Status::Processing,
+        "prepared" => Status::Packed,
+        "out_for_delivery" => Status::OutForDelivery,
+        "delivered" => Status::Delivered,
+        "returned" => Status::Returning,
+        "return_received" => Status::Returned,
+        "returned_to_stock" => Status::Restocked,
+        "cancelled" | "canceled" => Status::Cancelled,
+        _ => Status::Unknown,
+    }
+}
+
+pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
+    let (raw, value) = parse_json(inbound.body)?;
+    let event_name = str_at(&value, "/event")
+        .or_else(|| {
+            inbound
+                .headers
+                .get("x-webhook-event")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let reference = str_at(&value, "/order/reference");
+    let new_status = str_at(&value, "/order/new_status");
+    let (true, Some(reference), Some(new_status)) =
+        (event_name == "order.status_updated", reference, new_status)
+    else {
+        return Ok(Parsed::Events(vec![Event::unrecognized(event_name, raw)]));
+    };
+    let mut event = Event::new(
+        event_name,
+        "order.status_changed",
+        format!("{reference}:{new_status}"),
+        raw,
+    );
+    event.entity = Some("order".into());
+    event.entity_id = Some(reference);
+    event.status = Some(status(&new_status));
+    event.provider_status = Some(new_status);
+    event.previous_status = str_at(&value, "/order/old_status");
+    event.tracking_number = str_at(&value, "/order/tracking_number");
+    event.occurred_at = str_at(&value, "/timestamp");
+    Ok(Parsed::Events(vec![event]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProviderKind;
+    use crate::providers::testing::{endpoint, events};
+
+    #[test]
+    fn sample_maps_to_delivered() {
+        let ep = endpoint(ProviderKind::Wegocod);
+        let ev = events(&ep, &[], crate::providers::samples::WEGOCOD_DELIVERED);
+        assert_eq!(ev[0].kind, "order.status_changed");
+        assert_eq!(ev[0].entity_id.as_deref(), Some("ORD-000129"));
+        assert_eq!(ev[0].status, Some(Status::Delivered));
+        assert_eq!(ev[0].previous_status.as_deref(), Some("out_for_delivery"));
+        assert_eq!(ev[0].tracking_number.as_deref(), Some("F-CSA6SFJ6EMY"));
+        assert_eq!(ev[0].natural_key, "ORD-000129:delivered");
+    }
+
+    #[test]
+    fn status_table_follows_spec() {
+        for (s, want) in [
+            ("pending", Status::Created),
+            ("picked_up", Status::Processing),
+            ("preparing", Status::Processing),
+            ("prepared", Status::Packed),
+            ("out_for_delivery", Status::OutForDelivery),
+            ("delivered", Status::Delivered),
+            ("returned", Status::Returning),
+            ("return_received", Status::Returned),
+            ("returned_to_stock", Status::Restocked),
+            ("teleported", Status::Unknown),
+        ] {
+            assert_eq!(status(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn event_name_may_come_from_header() {
+        let ep = endpoint(ProviderKind::Wegocod);
+        let body = br#"{"order":{"reference":"R1","new_status":"prepared"}}"#;
+        let ev = events(&ep, &[("x-webhook-event", "order.status_updated")], body);
+        assert_eq!(ev[0].status, Some(Status::Packed));
+        let ev = events(&ep, &[], body);
+        assert!(ev[0].is_unrecognized());
+    }
+}

@@ -1,0 +1,375 @@
+//! The broker side: one long-lived lapin connection with a few confirm-mode channels, topology
+//! declared on every connect, and a manager task that reconnects with capped, jittered
+//! exponential backoff over the configured URLs in order.
+//!
+//! **Invariant:** [`Publisher::publish`] returns `Ok` only when every message was confirmed
+//! (`basic.ack`, not returned) by the broker. Anything else is an error the caller must answer
+//! with the spool or a 503 — never a 200.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+use crate::config::{AmqpConfig, redact_url};
+use crate::envelope::Message;
+use crate::metrics::Metrics;
+
+/// Why a publish did not end in a confirm. `reason()` is the `publish_failures_total` label.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("not connected to the broker")]
+    NotConnected,
+    #[error("broker did not confirm before the deadline")]
+    Timeout,
+    #[error("broker nacked the message")]
+    Nacked,
+    #[error("message was returned as unroutable")]
+    Returned,
+    #[error("AMQP error: {0}")]
+    Amqp(#[from] lapin::Error),
+}
+
+impl PublishError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotConnected => "not_connected",
+            Self::Timeout => "timeout",
+            Self::Nacked => "nack",
+            Self::Returned => "returned",
+            Self::Amqp(_) => "amqp_error",
+        }
+    }
+}
+
+/// A live connection and its confirm channels.
+struct Link {
+    conn: Connection,
+    channels: Vec<Channel>,
+    next: AtomicUsize,
+}
+
+impl Link {
+    fn healthy(&self) -> bool {
+        self.conn.status().connected() && self.channels.iter().all(|c| c.status().connected())
+    }
+
+    fn channel(&self) -> &Channel {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
+        &self.channels[i]
+    }
+}
+
+/// Handle used by the request path and the spool drainer. Cheap to share behind an `Arc`.
+pub struct Publisher {
+    cfg: AmqpConfig,
+    metrics: Metrics,
+    link: watch::Sender<Option<Arc<Link>>>,
+    /// Wakes the manager to re-check the link at once (after a publish error or timeout).
+    kick: Notify,
+}
+
+impl Publisher {
+    /// Create the publisher and spawn its connection manager. Returns before the first connect;
+    /// `is_connected` tells when the broker is usable.
+    pub fn start(cfg: AmqpConfig, metrics: Metrics, shutdown: watch::Receiver<bool>) -> Arc<Self> {
+        let (link, _) = watch::channel(None);
+        let publisher = Arc::new(Self {
+            cfg,
+            metrics,
+            link,
+            kick: Notify::new(),
+        });
+        tokio::spawn(Arc::clone(&publisher).manage(shutdown));
+        publisher
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.link.borrow().as_ref().is_some_and(|l| l.healthy())
+    }
+
+    /// Wait until connected or `timeout` passes; true when connected.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let mut rx = self.link.subscribe();
+        let ready = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|l| l.as_ref().is_some_and(|l| l.healthy())),
+        )
+        .await;
+        matches!(ready, Ok(Ok(_)))
+    }
+
+    fn current(&self) -> Option<Arc<Link>> {
+        self.link.borrow().clone()
+    }
+
+    /// Publish `messages` (persistent, mandatory) and wait for every confirm, until `deadline`.
+    /// All messages of one call go over one channel, so the broker receives them in order.
+    pub async fn publish(
+        &self,
+        messages: &[Message],
+        deadline: Instant,
+    ) -> Result<(), PublishError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let result = tokio::time::timeout_at(deadline.into(), self.publish_inner(messages)).await;
+        let result = match result {
+            Ok(r) => r,
+            Err(_) => Err(PublishError::Timeout),
+        };
+        if let Err(e) = &result {
+            self.metrics
+                .publish_failures_total
+                .with_label_values(&[e.reason()])
+                .inc();
+            if !matches!(e, PublishError::Nacked | PublishError::Returned) {
+                // A silent broker (network cut without RST) shows up as timeouts: have the
+                // manager check the link rather than wait for the heartbeat.
+                self.kick.notify_one();
+            }
+        }
+        result
+    }
+
+    async fn publish_inner(&self, messages: &[Message]) -> Result<(), PublishError> {
+        let link = self.current().ok_or(PublishError::NotConnected)?;
+        let channel = link.channel();
+        let started = Instant::now();
+        let mut confirms = Vec::with_capacity(messages.len());
+        for msg in messages {
+            let confirm = channel
+                .basic_publish(
+                    ShortString::from(self.cfg.exchange.as_str()),
+                    ShortString::from(msg.routing_key.as_str()),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &msg.body,
+                    properties(msg),
+                )
+                .await?;
+            confirms.push(confirm);
+        }
+        let mut failure = None;
+        for confirm in confirms {
+            match confirm.await? {
+                Confirmation::Ack(None) => {}
+                Confirmation::Ack(Some(_)) => failure = Some(PublishError::Returned),
+                Confirmation::Nack(_) | Confirmation::NotRequested => {
+                    failure = Some(PublishError::Nacked)
+                }
+            }
+        }
+        self.metrics
+            .publish_confirm_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Connection manager: connect, watch, reconnect. Exits on shutdown, closing the connection.
+    async fn manage(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut attempt: u32 = 0;
+        let mut ever_connected = false;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            match self.connect_any().await {
+                Some(link) => {
+                    attempt = 0;
+                    if ever_connected {
+                        self.metrics.amqp_reconnects_total.inc();
+                    }
+                    ever_connected = true;
+                    let link = Arc::new(link);
+                    self.link.send_replace(Some(Arc::clone(&link)));
+                    self.metrics.amqp_connected.set(1);
+                    // Watch the link until it breaks or we are told to stop.
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.changed() => break,
+                            _ = self.kick.notified() => {},
+                            _ = tokio::time::sleep(Duration::from_millis(250)) => {},
+                        }
+                        if !link.healthy() || *shutdown.borrow() {
+                            break;
+                        }
+                    }
+                    self.link.send_replace(None);
+                    self.metrics.amqp_connected.set(0);
+                    if *shutdown.borrow() {
+                        let _ = link.conn.close(200, ShortString::from("shutdown")).await;
+                        break;
+                    }
+                    warn!("broker connection lost; reconnecting");
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        link.conn.close(320, ShortString::from("reconnect")),
+                    )
+                    .await;
+                }
+                None => {
+                    attempt = attempt.saturating_add(1);
+                    let delay = backoff(attempt, self.cfg.reconnect_backoff_max);
+                    tokio::select! {
+                        _ = shutdown.changed() => {},
+                        _ = tokio::time::sleep(delay) => {},
+                    }
+                }
+            }
+        }
+        self.metrics.amqp_connected.set(0);
+    }
+
+    /// Try every URL in order; the first that connects and declares its topology wins.
+    async fn connect_any(&self) -> Option<Link> {
+        for url in &self.cfg.urls {
+            let shown = redact_url(url.expose());
+            match tokio::time::timeout(self.cfg.connect_timeout, self.connect(url.expose())).await {
+                Ok(Ok(link)) => {
+                    info!(url = %shown, channels = link.channels.len(), "connected to broker");
+                    return Some(link);
+                }
+                Ok(Err(e)) => warn!(url = %shown, error = %e, "broker connection failed"),
+                Err(_) => warn!(url = %shown, "broker connection timed out"),
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, url: &str) -> Result<Link, lapin::Error> {
+        let props = ConnectionProperties::default().with_connection_name("webhook-bridge".into());
+        let conn = Connection::connect(url, props).await?;
+        if self.cfg.declare_topology {
+            let ch = conn.create_channel().await?;
+            declare_topology(&ch, &self.cfg).await?;
+            let _ = ch.close(200, ShortString::from("topology declared")).await;
+        }
+        let mut channels = Vec::with_capacity(self.cfg.channels);
+        for _ in 0..self.cfg.channels {
+            let ch = conn.create_channel().await?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            channels.push(ch);
+        }
+        Ok(Link {
+            conn,
+            channels,
+            next: AtomicUsize::new(0),
+        })
+    }
+}
+
+/// Durable topic exchange whose alternate exchange (fanout) feeds the `…unrouted` queue, so a
+/// message no consumer has bound for is kept rather than dropped.
+pub async fn declare_topology(ch: &Channel, cfg: &AmqpConfig) -> Result<(), lapin::Error> {
+    let ae = cfg.alternate_exchange();
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    ch.exchange_declare(
+        ShortString::from(ae.as_str()),
+        ExchangeKind::Fanout,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        ShortString::from("alternate-exchange"),
+        AMQPValue::LongString(ae.as_str().into()),
+    );
+    ch.exchange_declare(
+        ShortString::from(cfg.exchange.as_str()),
+        ExchangeKind::Topic,
+        durable,
+        args,
+    )
+    .await?;
+    let queue = cfg.unrouted_queue();
+    ch.queue_declare(
+        ShortString::from(queue.as_str()),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    ch.queue_bind(
+        ShortString::from(queue.as_str()),
+        ShortString::from(ae.as_str()),
+        ShortString::from("#"),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// AMQP properties of a message (SPEC §5).
+pub fn properties(msg: &Message) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        ShortString::from("cloudEvents_id"),
+        AMQPValue::LongString(msg.id.as_str().into()),
+    );
+    headers.insert(
+        ShortString::from("cloudEvents_type"),
+        AMQPValue::LongString(msg.routing_key.as_str().into()),
+    );
+    headers.insert(
+        ShortString::from("cloudEvents_source"),
+        AMQPValue::LongString(msg.source.as_str().into()),
+    );
+    headers.insert(
+        ShortString::from("cloudEvents_specversion"),
+        AMQPValue::LongString("1.0".into()),
+    );
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(ShortString::from("application/cloudevents+json"))
+        .with_message_id(ShortString::from(msg.id.as_str()))
+        .with_type(ShortString::from(msg.routing_key.as_str()))
+        .with_timestamp(msg.timestamp)
+        .with_app_id(ShortString::from("webhook-bridge"))
+        .with_headers(headers)
+}
+
+/// Capped exponential backoff with full jitter: 100ms·2ⁿ, at most `max`, uniformly in [½, 1]×.
+pub fn backoff(attempt: u32, max: Duration) -> Duration {
+    let exp = Duration::from_millis(100).saturating_mul(1u32 << attempt.min(16));
+    let capped = exp.min(max);
+    capped.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let max = Duration::from_secs(5);
+        assert!(backoff(1, max) <= Duration::from_millis(200));
+        assert!(backoff(1, max) >= Duration::from_millis(100));
+        for n in 0..40 {
+            assert!(backoff(n, max) <= max);
+        }
+        assert!(backoff(30, max) >= Duration::from_millis(2500));
+    }
+}

@@ -1,0 +1,521 @@
+//! Test harness shared by the integration tests: start the real `webhook-bridge` binary against
+//! the real local RabbitMQ with a unique exchange, send signed requests over HTTP, and consume
+//! what arrived with a real AMQP consumer.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{Channel, Connection, ConnectionProperties};
+use serde_json::Value;
+use webhook_bridge::auth;
+use webhook_bridge::config::{AuthConfig, ProviderKind, Secret};
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+pub const MODEXPRESS_SECRET: &str = "test-modexpress-token";
+pub const WEGOCOD_SECRET: &str = "test-wegocod-secret";
+pub const PEDDLER_SECRET: &str = "test-peddler-token";
+pub const ISENDU_TOKEN: &str = "test-isendu-path-token";
+pub const ISENDU_API_SECRET: &str = "test-isendu-api-secret";
+pub const ISENDU_KEY_ID: &str = "test-key-id";
+pub const MAILSHIP_TOKEN: &str = "test-mailship-path-token";
+
+/// The standard endpoints, one per provider, with the fake test secrets above.
+pub fn standard_endpoints() -> String {
+    format!(
+        r#"
+[[endpoint]]
+name = "modexpress-main"
+provider = "modexpress"
+path = "/webhooks/modexpress"
+secret = "{MODEXPRESS_SECRET}"
+
+[[endpoint]]
+name = "wegocod-ma"
+provider = "wegocod"
+path = "/webhooks/wegocod"
+secret = "{WEGOCOD_SECRET}"
+
+[[endpoint]]
+name = "peddler-nl"
+provider = "peddler"
+path = "/webhooks/peddler"
+secret = "{PEDDLER_SECRET}"
+
+[[endpoint]]
+name = "isendu-it"
+provider = "isendu"
+path = "/webhooks/isendu"
+secret = "{ISENDU_TOKEN}"
+key_id = "{ISENDU_KEY_ID}"
+api_secret = "{ISENDU_API_SECRET}"
+
+[[endpoint]]
+name = "mailship-cz"
+provider = "mailship"
+path = "/webhooks/mailship"
+secret = "{MAILSHIP_TOKEN}"
+"#
+    )
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Unique name for this test's exchange, queue and spool.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+/// Settings of one bridge process.
+pub struct BridgeOptions {
+    /// TOML put before `[amqp]` (top-level keys such as `ack_deadline`).
+    pub top: String,
+    /// Extra keys inside `[amqp]`.
+    pub amqp_extra: String,
+    /// AMQP URLs (default: the local broker).
+    pub amqp_urls: Vec<String>,
+    /// Tables after `[amqp]` (`[spool]`, `[dedup]`, `[limits]`…).
+    pub tables: String,
+    /// `[[endpoint]]` tables (default: [`standard_endpoints`]).
+    pub endpoints: String,
+    /// Wait for `/readyz` before returning.
+    pub wait_ready: bool,
+    pub env: Vec<(String, String)>,
+    pub log_format: &'static str,
+}
+
+impl Default for BridgeOptions {
+    fn default() -> Self {
+        Self {
+            top: String::new(),
+            amqp_extra: String::new(),
+            amqp_urls: vec![AMQP_URL.to_string()],
+            tables: String::new(),
+            endpoints: standard_endpoints(),
+            wait_ready: true,
+            env: Vec::new(),
+            log_format: "json",
+        }
+    }
+}
+
+/// A running `webhook-bridge serve` process, killed on drop.
+pub struct Bridge {
+    pub child: Child,
+    pub port: u16,
+    pub admin_port: u16,
+    pub exchange: String,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    pub client: reqwest::Client,
+}
+
+impl Bridge {
+    pub async fn start() -> Bridge {
+        Self::start_with(BridgeOptions::default()).await
+    }
+
+    pub async fn start_with(opts: BridgeOptions) -> Bridge {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let exchange = unique("wbt");
+        let port = free_port();
+        let admin_port = free_port();
+        let urls: Vec<String> = opts.amqp_urls.iter().map(|u| format!("\"{u}\"")).collect();
+        let spool_dir = dir.path().join("spool");
+        let config = format!(
+            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n{top}\n\
+             [amqp]\nurls = [{urls}]\nexchange = \"{exchange}\"\n{amqp_extra}\n\
+             {tables}\n{endpoints}\n",
+            top = opts.top,
+            urls = urls.join(", "),
+            amqp_extra = opts.amqp_extra,
+            tables = if opts.tables.contains("[spool]") {
+                opts.tables.clone()
+            } else {
+                format!(
+                    "[spool]\ndir = \"{}\"\n{}",
+                    spool_dir.display(),
+                    opts.tables
+                )
+            },
+            endpoints = opts.endpoints,
+        );
+        let config_path = dir.path().join("bridge.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log_path = dir.path().join("bridge.log");
+        let child = spawn(&config_path, &log_path, &opts);
+        let bridge = Bridge {
+            child,
+            port,
+            admin_port,
+            exchange,
+            dir,
+            config_path,
+            log_path,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .expect("client"),
+        };
+        if opts.wait_ready {
+            bridge.wait_ready(Duration::from_secs(20)).await;
+        } else {
+            bridge.wait_listening(Duration::from_secs(20)).await;
+        }
+        bridge
+    }
+
+    /// Restart the process with the same config (after a kill).
+    pub async fn restart(&mut self, opts: &BridgeOptions) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.config_path, &self.log_path, opts);
+        self.wait_listening(Duration::from_secs(20)).await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    pub async fn wait_listening(&self, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if self
+                .client
+                .get(self.admin_url("/healthz"))
+                .send()
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("bridge did not start listening; log:\n{}", self.logs());
+    }
+
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(r) = self.client.get(self.admin_url("/readyz")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("bridge not ready; log:\n{}", self.logs());
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// POST `body` to `path` with `headers`.
+    pub async fn post(
+        &self,
+        path: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> reqwest::Response {
+        let mut req = self.client.post(self.url(path)).body(body.to_vec());
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// Sign `body` as `provider`'s sender would with `secret` and POST it to `path`.
+    pub async fn post_signed(
+        &self,
+        provider: ProviderKind,
+        path: &str,
+        secret: &str,
+        body: &[u8],
+    ) -> reqwest::Response {
+        let (path, headers) = signed_request(provider, path, secret, body);
+        self.post(&path, &headers, body).await
+    }
+
+    /// A consumer bound to this bridge's exchange with `pattern`.
+    pub async fn consumer(&self, pattern: &str) -> Consumer {
+        Consumer::bind(&self.exchange, pattern).await
+    }
+
+    /// Delete this test's exchanges and unrouted queue from the broker.
+    pub async fn cleanup(&self) {
+        if let Ok(conn) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await {
+            if let Ok(ch) = conn.create_channel().await {
+                let ae = format!("{}.unrouted", self.exchange);
+                let _ = ch
+                    .queue_delete(
+                        ShortString::from(ae.as_str()),
+                        QueueDeleteOptions::default(),
+                    )
+                    .await;
+                let _ = ch
+                    .exchange_delete(
+                        ShortString::from(self.exchange.as_str()),
+                        ExchangeDeleteOptions::default(),
+                    )
+                    .await;
+                let _ = ch
+                    .exchange_delete(
+                        ShortString::from(ae.as_str()),
+                        ExchangeDeleteOptions::default(),
+                    )
+                    .await;
+            }
+            let _ = conn.close(200, ShortString::from("bye")).await;
+        }
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(config: &std::path::Path, log: &std::path::Path, opts: &BridgeOptions) -> Child {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_webhook-bridge"));
+    cmd.args(["--log-format", opts.log_format, "serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log_file))
+        .env("RUST_LOG", "info");
+    for (k, v) in &opts.env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn webhook-bridge")
+}
+
+/// Path and headers a provider would send for `body` (default auth of `provider`).
+pub fn signed_request(
+    provider: ProviderKind,
+    path: &str,
+    secret: &str,
+    body: &[u8],
+) -> (String, Vec<(String, String)>) {
+    let auth = AuthConfig::default_for(provider).expect("provider has a default auth");
+    signed_with(&auth, path, secret, body)
+}
+
+pub fn signed_with(
+    auth: &AuthConfig,
+    path: &str,
+    secret: &str,
+    body: &[u8],
+) -> (String, Vec<(String, String)>) {
+    let signed = auth::sign(
+        auth,
+        &Secret::new(secret),
+        body,
+        SystemTime::now(),
+        "msg_test",
+    );
+    let mut headers: Vec<(String, String)> = signed
+        .headers
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+        .collect();
+    headers.push(("content-type".into(), "application/json".into()));
+    let path = match signed.path_suffix {
+        Some(token) => format!("{path}/{token}"),
+        None => path.to_string(),
+    };
+    (path, headers)
+}
+
+/// One message as it arrived.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub routing_key: String,
+    pub body: Value,
+    pub raw: Vec<u8>,
+    pub message_id: Option<String>,
+    pub delivery_mode: Option<u8>,
+    pub content_type: Option<String>,
+    pub kind: Option<String>,
+    pub app_id: Option<String>,
+    pub timestamp: Option<u64>,
+    pub headers: Option<FieldTable>,
+}
+
+/// A real AMQP consumer on an exclusive queue bound to the test exchange.
+pub struct Consumer {
+    pub conn: Connection,
+    pub channel: Channel,
+    pub queue: String,
+    consumer: lapin::Consumer,
+}
+
+impl Consumer {
+    pub async fn bind(exchange: &str, pattern: &str) -> Consumer {
+        let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+            .await
+            .expect("consumer connect");
+        let channel = conn.create_channel().await.expect("channel");
+        let queue = unique("wbt-q");
+        channel
+            .queue_declare(
+                ShortString::from(queue.as_str()),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue declare");
+        channel
+            .queue_bind(
+                ShortString::from(queue.as_str()),
+                ShortString::from(exchange),
+                ShortString::from(pattern),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue bind (is the exchange declared?)");
+        Self::consume(conn, channel, queue).await
+    }
+
+    /// Consume from an existing queue (e.g. the unrouted queue).
+    pub async fn existing(queue: &str) -> Consumer {
+        let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+            .await
+            .expect("consumer connect");
+        let channel = conn.create_channel().await.expect("channel");
+        Self::consume(conn, channel, queue.to_string()).await
+    }
+
+    async fn consume(conn: Connection, channel: Channel, queue: String) -> Consumer {
+        let consumer = channel
+            .basic_consume(
+                ShortString::from(queue.as_str()),
+                ShortString::from(unique("ctag").as_str()),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        Consumer {
+            conn,
+            channel,
+            queue,
+            consumer,
+        }
+    }
+
+    /// The next message, or `None` after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Received> {
+        use futures_util::StreamExt;
+        let delivery = tokio::time::timeout(timeout, self.consumer.next())
+            .await
+            .ok()??
+            .ok()?;
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+        let p = &delivery.properties;
+        Some(Received {
+            routing_key: delivery.routing_key.to_string(),
+            body: serde_json::from_slice(&delivery.data).unwrap_or(Value::Null),
+            raw: delivery.data.clone(),
+            message_id: p.message_id().as_ref().map(|s| s.to_string()),
+            delivery_mode: *p.delivery_mode(),
+            content_type: p.content_type().as_ref().map(|s| s.to_string()),
+            kind: p.kind().as_ref().map(|s| s.to_string()),
+            app_id: p.app_id().as_ref().map(|s| s.to_string()),
+            timestamp: *p.timestamp(),
+            headers: p.headers().clone(),
+        })
+    }
+
+    /// Exactly `n` messages, each within `timeout` of the previous one.
+    pub async fn take(&mut self, n: usize, timeout: Duration) -> Vec<Received> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            match self.next(timeout).await {
+                Some(m) => out.push(m),
+                None => panic!("expected {n} messages, got {}", out.len()),
+            }
+        }
+        out
+    }
+
+    /// Assert nothing (more) arrives within `wait`.
+    pub async fn expect_none(&mut self, wait: Duration) {
+        if let Some(m) = self.next(wait).await {
+            panic!("unexpected message {} {}", m.routing_key, m.body);
+        }
+    }
+}
+
+/// Header value of a received message as text.
+pub fn header_str(m: &Received, name: &str) -> Option<String> {
+    let table = m.headers.as_ref()?;
+    match table.inner().get(name)? {
+        lapin::types::AMQPValue::LongString(s) => {
+            Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+        }
+        lapin::types::AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// Make sure the local broker answers; tests need it.
+pub async fn broker_available() {
+    let ok = tokio::time::timeout(
+        Duration::from_secs(5),
+        Connection::connect(AMQP_URL, ConnectionProperties::default()),
+    )
+    .await;
+    assert!(
+        matches!(ok, Ok(Ok(_))),
+        "RabbitMQ is not reachable at 127.0.0.1:5672 — run ./scripts/test, which starts it"
+    );
+}

@@ -1,0 +1,214 @@
+//! Each core provider's documented sample, sent over real HTTP the way the provider signs it,
+//! arrives on the real broker with the right routing key, envelope and AMQP properties.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use webhook_bridge::config::ProviderKind;
+use webhook_bridge::providers::samples;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn assert_common_properties(m: &Received, routing_key: &str) {
+    assert_eq!(m.routing_key, routing_key);
+    assert_eq!(m.delivery_mode, Some(2), "persistent");
+    assert_eq!(
+        m.content_type.as_deref(),
+        Some("application/cloudevents+json")
+    );
+    assert_eq!(m.kind.as_deref(), Some(routing_key));
+    assert_eq!(m.app_id.as_deref(), Some("webhook-bridge"));
+    assert!(m.timestamp.is_some_and(|t| t > 1_700_000_000));
+    assert_eq!(m.body["specversion"], "1.0");
+    assert_eq!(m.body["type"], routing_key);
+    assert_eq!(m.body["datacontenttype"], "application/json");
+    assert_eq!(m.message_id.as_deref(), m.body["id"].as_str());
+    assert_eq!(
+        header_str(m, "cloudEvents_id").as_deref(),
+        m.body["id"].as_str()
+    );
+    assert_eq!(
+        header_str(m, "cloudEvents_type").as_deref(),
+        Some(routing_key)
+    );
+    assert_eq!(
+        header_str(m, "cloudEvents_source").as_deref(),
+        m.body["source"].as_str()
+    );
+    assert!(
+        m.body["data"]["received_at"]
+            .as_str()
+            .is_some_and(|s| s.ends_with('Z'))
+    );
+}
+
+#[tokio::test]
+async fn wegocod_sample_is_published_as_order_status_changed() {
+    broker_available().await;
+    let bridge = Bridge::start().await;
+    let mut q = bridge.consumer("wegocod.#").await;
+    let resp = bridge
+        .post_signed(
+            ProviderKind::Wegocod,
+            "/webhooks/wegocod",
+            WEGOCOD_SECRET,
+            samples::WEGOCOD_DELIVERED,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        serde_json::json!({"accepted": 1})
+    );
+    let m = q.next(WAIT).await.expect("message");
+    assert_common_properties(&m, "wegocod.order.status_changed");
+    let d = &m.body["data"];
+    assert_eq!(m.body["source"], "webhook-bridge/wegocod/wegocod-ma");
+    assert_eq!(m.body["subject"], "ORD-000129");
+    assert_eq!(m.body["time"], "2026-05-09T12:00:00+02:00");
+    assert_eq!(d["provider"], "wegocod");
+    assert_eq!(d["account"], "wegocod-ma");
+    assert_eq!(d["event"], "order.status_updated");
+    assert_eq!(d["entity"], "order");
+    assert_eq!(d["entity_id"], "ORD-000129");
+    assert_eq!(d["status"], "delivered");
+    assert_eq!(d["provider_status"], "delivered");
+    assert_eq!(d["previous_status"], "out_for_delivery");
+    assert_eq!(d["tracking_number"], "F-CSA6SFJ6EMY");
+    assert_eq!(d["batch"], Value::Null);
+    let original: Value = serde_json::from_slice(samples::WEGOCOD_DELIVERED).unwrap();
+    assert_eq!(
+        d["payload"], original,
+        "payload is the provider's JSON unchanged"
+    );
+    bridge.cleanup().await;
+}
+
+#[tokio::test]
+async fn modexpress_sample_is_published_with_canonical_status() {
+    broker_available().await;
+    let bridge = Bridge::start().await;
+    let mut q = bridge.consumer("modexpress.#").await;
+    let resp = bridge
+        .post_signed(
+            ProviderKind::Modexpress,
+            "/webhooks/modexpress",
+            MODEXPRESS_SECRET,
+            samples::MODEXPRESS_IN_PROGRESS,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let m = q.next(WAIT).await.expect("message");
+    assert_common_properties(&m, "modexpress.order.status_changed");
+    assert_eq!(m.body["subject"], "123456");
+    assert_eq!(m.body["data"]["status"], "processing");
+    assert_eq!(m.body["data"]["provider_status"], "I");
+    assert_eq!(m.body["data"]["event"], "shp.status.update");
+    bridge.cleanup().await;
+}
+
+#[tokio::test]
+async fn peddler_samples_are_published_as_shipment_status_changed() {
+    broker_available().await;
+    let bridge = Bridge::start().await;
+    let mut q = bridge.consumer("peddler.#").await;
+    for body in [
+        samples::PEDDLER_CONFIRMED,
+        samples::PEDDLER_OUT_FOR_DELIVERY,
+    ] {
+        let resp = bridge
+            .post_signed(
+                ProviderKind::Peddler,
+                "/webhooks/peddler",
+                PEDDLER_SECRET,
+                body,
+            )
+            .await;
+        assert_eq!(resp.status(), 200);
+    }
+    let ms = q.take(2, WAIT).await;
+    assert_common_properties(&ms[0], "peddler.shipment.status_changed");
+    assert_eq!(ms[0].body["data"]["status"], "created");
+    assert_eq!(ms[0].body["data"]["entity"], "shipment");
+    assert_eq!(ms[0].body["data"]["tracking_number"], "P123456789012345678");
+    assert_eq!(ms[1].body["data"]["status"], "out_for_delivery");
+    assert_eq!(ms[1].body["data"]["location"]["lat"], 52.3409992);
+    assert_eq!(ms[1].body["time"], "2023-06-14T10:54:55.896Z");
+    assert_ne!(ms[0].message_id, ms[1].message_id);
+    bridge.cleanup().await;
+}
+
+#[tokio::test]
+async fn provider_retry_yields_the_same_message_id() {
+    broker_available().await;
+    let bridge = Bridge::start_with(BridgeOptions {
+        tables: "[dedup]\nenabled = false\n".into(),
+        ..BridgeOptions::default()
+    })
+    .await;
+    let mut q = bridge.consumer("wegocod.#").await;
+    for _ in 0..2 {
+        let resp = bridge
+            .post_signed(
+                ProviderKind::Wegocod,
+                "/webhooks/wegocod",
+                WEGOCOD_SECRET,
+                samples::WEGOCOD_DELIVERED,
+            )
+            .await;
+        assert_eq!(resp.status(), 200);
+    }
+    let ms = q.take(2, WAIT).await;
+    assert!(ms[0].message_id.is_some());
+    assert_eq!(ms[0].message_id, ms[1].message_id);
+    bridge.cleanup().await;
+}
+
+#[tokio::test]
+async fn unknown_event_is_published_as_unrecognized_with_raw_payload() {
+    broker_available().await;
+    let bridge = Bridge::start().await;
+    let mut q = bridge.consumer("#").await;
+    let body = br#"{"event":"order.created","order":{"reference":"X1"}}"#;
+    let resp = bridge
+        .post_signed(
+            ProviderKind::Wegocod,
+            "/webhooks/wegocod",
+            WEGOCOD_SECRET,
+            body,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let m = q.next(WAIT).await.expect("message");
+    assert_eq!(m.routing_key, "wegocod.unrecognized");
+    assert_eq!(m.body["data"]["event"], "order.created");
+    assert_eq!(
+        m.body["data"]["payload"],
+        serde_json::from_slice::<Value>(body).unwrap()
+    );
+    bridge.cleanup().await;
+}
+
+#[tokio::test]
+async fn message_nobody_binds_for_lands_in_the_unrouted_queue() {
+    broker_available().await;
+    let bridge = Bridge::start().await;
+    let unrouted = format!("{}.unrouted", bridge.exchange);
+    let mut q = Consumer::existing(&unrouted).await;
+    let resp = bridge
+        .post_signed(
+            ProviderKind::Modexpress,
+            "/webhooks/modexpress",
+            MODEXPRESS_SECRET,
+            samples::MODEXPRESS_IN_PROGRESS,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let m = q.next(WAIT).await.expect("unrouted message");
+    assert_eq!(m.routing_key, "modexpress.order.status_changed");
+    drop(q);
+    bridge.cleanup().await;
+}
