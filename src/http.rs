@@ -259,6 +259,10 @@ pub async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incomin
     let work_until = answer_by - margin;
     let rid = request_id(&req);
     let trace = Arc::new(Trace::new());
+    // Route before the in-flight check, so a refused request is still counted on its endpoint.
+    if let Some((index, _)) = state.router.route(req.uri().path()) {
+        trace.endpoint.store(index, Ordering::Relaxed);
+    }
     let gauge = InFlightGauge::enter(&state.metrics.in_flight_requests);
     let (outcome, resp) = match Arc::clone(&state.in_flight).try_acquire_owned() {
         Ok(permit) => {
