@@ -53,9 +53,11 @@ enum Command {
     },
 }
 
-/// Targets whose verbose output quotes what the bridge must never log: lapin and amq-protocol
-/// print whole AMQP frames (message bodies, hence provider payloads and PII) and the broker URI
-/// (with its password) at `trace`. They are capped here whatever `RUST_LOG` says.
+/// Targets whose verbose output can quote what the bridge must never log, capped here whatever
+/// `RUST_LOG` says: at `trace`, lapin prints incoming AMQP frames with `Debug` (a returned
+/// message's body — the provider payload with its PII — as bytes) and connection state, and
+/// amq-protocol-tcp prints the broker URI with its password. hyper and rustls are capped too, so
+/// that enabling their optional logging later cannot leak headers or handshake secrets.
 const LOG_CAPS: &[(&str, tracing::Level)] = &[
     ("lapin", tracing::Level::DEBUG),
     ("amq_protocol", tracing::Level::INFO),
@@ -86,6 +88,7 @@ fn init_logging(format: LogFormat) {
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .boxed(),
     };
