@@ -543,6 +543,10 @@ async fn process(
     result
 }
 
+/// Request line plus headers; more is answered 431 and the connection closed. Providers send a
+/// few hundred bytes; an ingress adds a few forwarding headers.
+const MAX_HEADER_BYTES: usize = 32 * 1024;
+
 /// Connections over `max_connections` that are still read and answered 503 (then closed), so
 /// a client learns why; beyond this many more, excess connections are closed unanswered.
 const OVERFLOW_CONNECTIONS: usize = 64;
@@ -567,13 +571,15 @@ pub async fn serve_providers(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(MAX_HEADER_BYTES)
         .max_buf_size(64 * 1024);
     let mut refuse = http1::Builder::new();
     refuse
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout.min(Duration::from_secs(1)))
         .keep_alive(false)
-        .max_buf_size(16 * 1024);
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_buf_size(64 * 1024);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => break,

@@ -684,3 +684,45 @@ async fn isendu_batch_over_the_event_limit_is_refused_and_nothing_published() {
     q.expect_none(QUIET).await;
     bridge.cleanup().await;
 }
+
+#[tokio::test]
+async fn oversized_or_too_many_headers_are_refused_and_nothing_published() {
+    broker_available().await;
+    let bridge = Bridge::start().await;
+    let mut q = bridge.consumer("#").await;
+    let p = PROVIDERS[2];
+    let (path, headers) = p.signed(p.sample);
+    let mut huge = headers.clone();
+    huge.push(("x-padding".into(), "a".repeat(100 * 1024)));
+    let mut many = headers.clone();
+    for i in 0..200 {
+        many.push((format!("x-extra-{i}"), "1".into()));
+    }
+    for (name, h) in [("one 100 KiB header", huge), ("200 headers", many)] {
+        let status = match bridge
+            .client
+            .post(bridge.url(&path))
+            .headers(
+                h.iter()
+                    .map(|(k, v)| {
+                        (
+                            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                            http::HeaderValue::from_str(v).unwrap(),
+                        )
+                    })
+                    .collect(),
+            )
+            .body(p.sample)
+            .send()
+            .await
+        {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0, // connection closed without an answer is acceptable too
+        };
+        assert!([431, 0].contains(&status), "{name}: {status}");
+    }
+    q.expect_none(QUIET).await;
+    // Still serving.
+    assert_eq!(bridge.post(&path, &headers, p.sample).await.status(), 200);
+    bridge.cleanup().await;
+}

@@ -360,3 +360,117 @@ async fn requests_over_max_in_flight_get_503_with_retry_after() {
     assert!(m.contains("webhook_bridge_in_flight_requests 0"), "{m}");
     bridge.cleanup().await;
 }
+
+/// A TCP proxy to the real broker that can be frozen: bytes stop flowing in both directions,
+/// the connection stays open — a network cut without RST, the worst case for confirms.
+struct FreezableProxy {
+    port: u16,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FreezableProxy {
+    async fn start() -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let f = Arc::clone(&frozen);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(broker) = TcpStream::connect("127.0.0.1:5672").await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (br, bw) = broker.into_split();
+                for (mut from, mut to) in [(cr, bw), (br, cw)] {
+                    let f = Arc::clone(&f);
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            while f.load(Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Self { port, frozen, task }
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for FreezableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_frozen_broker_still_gets_every_provider_answered_before_the_deadline() {
+    broker_available().await;
+    let proxy = FreezableProxy::start().await;
+    let bridge = Bridge::start_with(BridgeOptions {
+        top: "ack_deadline = \"1500ms\"".into(),
+        amqp_urls: vec![format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port)],
+        tables: "[spool]\nenabled = false\n".into(),
+        ..BridgeOptions::default()
+    })
+    .await;
+    normal_request_is_served_promptly(&bridge).await;
+    proxy.freeze();
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let client = bridge.client.clone();
+        let (path, headers) = signed_request(
+            ProviderKind::Peddler,
+            "/webhooks/peddler",
+            PEDDLER_SECRET,
+            samples::PEDDLER_OUT_FOR_DELIVERY,
+        );
+        let url = bridge.url(&path);
+        answers.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let mut req = client.post(url).body(samples::PEDDLER_OUT_FOR_DELIVERY);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            let resp = req.send().await.expect("answer");
+            (
+                resp.status().as_u16(),
+                resp.headers().contains_key("retry-after"),
+                started.elapsed(),
+            )
+        }));
+    }
+    for a in answers {
+        let (status, retry_after, took) = a.await.unwrap();
+        eprintln!("frozen broker: {status} after {took:?}");
+        assert_eq!(status, 503);
+        assert!(retry_after);
+        assert!(
+            took < Duration::from_millis(1500),
+            "answered after {took:?}"
+        );
+    }
+    // The cause is in the log.
+    let logs = bridge.logs();
+    assert!(
+        logs.contains("publish failed") && logs.contains("did not confirm"),
+        "{logs}"
+    );
+    drop(proxy);
+    bridge.cleanup().await;
+}
