@@ -224,11 +224,12 @@ impl Default for RawLimits {
 /// Protective limits on the provider-facing listener.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// A client that has not sent complete headers by then is disconnected (slowloris).
+    /// A client that has not sent complete headers by then is disconnected (slowloris). An idle
+    /// keep-alive connection is closed after the same time.
     pub header_read_timeout: Duration,
     /// The whole body must arrive within this; it is also bounded by `ack_deadline`.
     pub body_read_timeout: Duration,
-    /// Open connections beyond this wait in the kernel backlog instead of being accepted.
+    /// Open connections beyond this are answered 503 with `Retry-After` and closed.
     pub max_connections: usize,
     /// Requests processed at once; more are answered 503 immediately.
     pub max_in_flight: usize,

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -23,7 +24,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::auth::{self, Credentials};
 use crate::config::{AuthConfig, Config, EndpointConfig};
@@ -102,6 +103,8 @@ pub enum RequestOutcome {
     TooLarge,
     BadRequest,
     Timeout,
+    /// The handler panicked; answered 500 (the process keeps serving).
+    Internal,
 }
 
 impl RequestOutcome {
@@ -119,6 +122,7 @@ impl RequestOutcome {
             Self::TooLarge => "too_large",
             Self::BadRequest => "bad_request",
             Self::Timeout => "timeout",
+            Self::Internal => "internal_error",
         }
     }
 }
@@ -168,35 +172,155 @@ fn request_id(req: &Request<Incoming>) -> String {
         .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)))
 }
 
-/// Per-request facts gathered on the way, logged once at the end.
+/// Per-request facts gathered on the way, logged once at the end. Shared with the handler task
+/// so that they survive a panic or an overrun of the deadline.
 struct Trace {
-    endpoint: Option<usize>,
-    events: usize,
+    /// Index of the routed endpoint, `usize::MAX` until routed.
+    endpoint: AtomicUsize,
+    events: AtomicUsize,
 }
 
-/// Serve one provider request. Never panics, never answers 2xx before the events are durable.
+impl Trace {
+    fn new() -> Self {
+        Self {
+            endpoint: AtomicUsize::new(usize::MAX),
+            events: AtomicUsize::new(0),
+        }
+    }
+    fn endpoint(&self) -> Option<usize> {
+        Some(self.endpoint.load(Ordering::Relaxed)).filter(|&i| i != usize::MAX)
+    }
+}
+
+/// Keeps `in_flight_requests` right even if a request future is dropped half-way.
+struct InFlightGauge(prometheus::IntGauge);
+
+impl InFlightGauge {
+    fn enter(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlightGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// How much earlier than `ack_deadline` the safety net answers, and how much earlier again the
+/// body read and the delivery must give up: a tenth of the deadline, at most 100 ms each.
+fn guard_margin(ack_deadline: Duration) -> Duration {
+    (ack_deadline / 10).min(Duration::from_millis(100))
+}
+
+/// Why a guarded handler produced no answer of its own.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GuardError {
+    /// The handler panicked; the panic was contained in its task.
+    Panicked,
+    /// The handler was still running at the answer deadline; it was aborted.
+    Overran,
+}
+
+/// Run `work` in its own task and wait for it until `answer_by`. A panic inside it, or an
+/// overrun, becomes an error instead of a lost answer; an overrun task is aborted so it holds
+/// no resources past the deadline.
+pub async fn guarded<T, F>(answer_by: Instant, work: F) -> Result<T, GuardError>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let task = tokio::spawn(work);
+    let abort = task.abort_handle();
+    match tokio::time::timeout_at(answer_by.into(), task).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(_)) => Err(GuardError::Panicked),
+        Err(_) => {
+            abort.abort();
+            Err(GuardError::Overran)
+        }
+    }
+}
+
+/// Serve one provider request. Never answers 2xx before the events are durable; always answers
+/// before `ack_deadline`, whatever happens inside (see [`guarded`]).
+///
+/// Deadline precedence, all measured from the moment the request head was parsed:
+/// 1. the body must arrive within `body_read_timeout`, capped at the work deadline → 408;
+/// 2. the work deadline (`ack_deadline` − 2 × margin) is what delivery gets: confirms not back by
+///    then → spool or 503;
+/// 3. the safety net (`ack_deadline` − margin) answers 503 + `Retry-After` if anything is still
+///    running, and aborts it.
 pub async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) -> Resp {
     let started = Instant::now();
-    let deadline = started + state.config.ack_deadline;
+    let margin = guard_margin(state.config.ack_deadline);
+    let answer_by = started + state.config.ack_deadline - margin;
+    let work_until = answer_by - margin;
     let rid = request_id(&req);
-    let mut trace = Trace {
-        endpoint: None,
-        events: 0,
-    };
-    state.metrics.in_flight_requests.inc();
-    let (outcome, mut resp) = match Arc::clone(&state.in_flight).try_acquire_owned() {
-        Ok(_permit) => process(&state, peer, req, deadline, &mut trace).await,
+    let trace = Arc::new(Trace::new());
+    // Route before the in-flight check, so a refused request is still counted on its endpoint.
+    if let Some((index, _)) = state.router.route(req.uri().path()) {
+        trace.endpoint.store(index, Ordering::Relaxed);
+    }
+    let gauge = InFlightGauge::enter(&state.metrics.in_flight_requests);
+    let (outcome, resp) = match Arc::clone(&state.in_flight).try_acquire_owned() {
+        Ok(permit) => {
+            let st = Arc::clone(&state);
+            let tr = Arc::clone(&trace);
+            let work = async move {
+                let _permit = permit;
+                process(&st, peer, req, work_until, &tr).await
+            };
+            match guarded(answer_by, work).await {
+                Ok(answer) => answer,
+                Err(GuardError::Panicked) => {
+                    error!(request_id = %rid, "request handler panicked; answering 500");
+                    (
+                        RequestOutcome::Internal,
+                        close_connection(error_response(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "internal error",
+                        )),
+                    )
+                }
+                Err(GuardError::Overran) => {
+                    warn!(request_id = %rid, "request still running at the ack deadline; answering 503");
+                    (
+                        RequestOutcome::Timeout,
+                        close_connection(unavailable(RETRY_AFTER_OVERLOAD)),
+                    )
+                }
+            }
+        }
         Err(_) => (
             RequestOutcome::Overloaded,
-            unavailable(Duration::from_secs(1)),
+            unavailable(RETRY_AFTER_OVERLOAD),
         ),
     };
-    state.metrics.in_flight_requests.dec();
-    if let Ok(v) = HeaderValue::from_str(&rid) {
+    drop(gauge);
+    finish(&state, &rid, &trace, outcome, resp, started)
+}
+
+/// What overloaded clients are told to wait before retrying.
+const RETRY_AFTER_OVERLOAD: Duration = Duration::from_secs(1);
+
+/// Count, time and log a finished request: the one log line per request. It carries no path,
+/// query, header, body or client address (see README, "Logs").
+fn finish(
+    state: &AppState,
+    rid: &str,
+    trace: &Trace,
+    outcome: RequestOutcome,
+    mut resp: Resp,
+    started: Instant,
+) -> Resp {
+    if let Ok(v) = HeaderValue::from_str(rid) {
         resp.headers_mut().insert("x-request-id", v);
     }
     let elapsed = started.elapsed();
-    let (endpoint, provider) = match trace.endpoint.and_then(|i| state.config.endpoints.get(i)) {
+    let routed = trace.endpoint();
+    let (endpoint, provider) = match routed.and_then(|i| state.config.endpoints.get(i)) {
         Some(ep) => (ep.name.as_str(), providers::provider_name(ep)),
         None => ("none", "none"),
     };
@@ -205,7 +329,7 @@ pub async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incomin
         .requests_total
         .with_label_values(&[endpoint, provider, outcome.label()])
         .inc();
-    if trace.endpoint.is_some() {
+    if routed.is_some() {
         state
             .metrics
             .request_duration_seconds
@@ -218,7 +342,7 @@ pub async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incomin
         provider,
         outcome = outcome.label(),
         status = resp.status().as_u16(),
-        events = trace.events,
+        events = trace.events.load(Ordering::Relaxed),
         latency_ms = elapsed.as_secs_f64() * 1000.0,
         "request"
     );
@@ -230,7 +354,7 @@ async fn process(
     peer: SocketAddr,
     req: Request<Incoming>,
     deadline: Instant,
-    trace: &mut Trace,
+    trace: &Trace,
 ) -> (RequestOutcome, Resp) {
     let config = &state.config;
     let path = req.uri().path().to_string();
@@ -240,7 +364,7 @@ async fn process(
             error_response(StatusCode::NOT_FOUND, "not found"),
         );
     };
-    trace.endpoint = Some(index);
+    trace.endpoint.store(index, Ordering::Relaxed);
     let Some(endpoint) = config.endpoints.get(index) else {
         return (
             RequestOutcome::NotFound,
@@ -367,7 +491,7 @@ async fn process(
             );
         }
     };
-    trace.events = events.len();
+    trace.events.store(events.len(), Ordering::Relaxed);
     let provider = providers::provider_name(endpoint);
     state
         .metrics
@@ -419,8 +543,20 @@ async fn process(
     result
 }
 
+/// Request line plus headers; more is answered 431 and the connection closed. Providers send a
+/// few hundred bytes; an ingress adds a few forwarding headers.
+const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Connections over `max_connections` that are still read and answered 503 (then closed), so
+/// a client learns why; beyond this many more, excess connections are closed unanswered.
+const OVERFLOW_CONNECTIONS: usize = 64;
+
 /// Accept provider connections until shutdown, then let in-flight requests finish within
-/// `grace`. Connections beyond `max_connections` wait in the kernel backlog.
+/// `grace`. A connection over `max_connections` gets one `503` with `Retry-After` and is closed.
+///
+/// Idle keep-alive connections are closed after `header_read_timeout`: hyper restarts the header
+/// timer as soon as a response is written, so waiting for the next request counts as reading
+/// its headers.
 pub async fn serve_providers(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -429,17 +565,22 @@ pub async fn serve_providers(
 ) {
     let limits = state.config.limits.clone();
     let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let overflow = Arc::new(Semaphore::new(OVERFLOW_CONNECTIONS));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_buf_size(64 * 1024);
+    let mut refuse = http1::Builder::new();
+    refuse
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout.min(Duration::from_secs(1)))
+        .keep_alive(false)
+        .max_header_size(MAX_HEADER_BYTES)
         .max_buf_size(64 * 1024);
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.changed() => break,
-            p = Arc::clone(&connections).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
@@ -453,10 +594,49 @@ pub async fn serve_providers(
             },
         };
         let _ = stream.set_nodelay(true);
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            let Ok(permit) = Arc::clone(&overflow).try_acquire_owned() else {
+                continue; // dropping the stream closes it
+            };
+            let st = Arc::clone(&state);
+            let svc = service_fn(move |_req: Request<Incoming>| {
+                let st = Arc::clone(&st);
+                async move {
+                    let resp = close_connection(unavailable(RETRY_AFTER_OVERLOAD));
+                    let rid = format!("{:016x}", fastrand::u64(..));
+                    Ok::<_, Infallible>(finish(
+                        &st,
+                        &rid,
+                        &Trace::new(),
+                        RequestOutcome::Overloaded,
+                        resp,
+                        Instant::now(),
+                    ))
+                }
+            });
+            let conn = refuse.serve_connection(TokioIo::new(stream), svc);
+            tokio::spawn(async move {
+                let _ = conn.await;
+                drop(permit);
+            });
+            continue;
+        };
         let st = Arc::clone(&state);
         let svc = service_fn(move |req| {
             let st = Arc::clone(&st);
-            async move { Ok::<_, Infallible>(handle(st, peer, req).await) }
+            async move {
+                // Its own task: a client hanging up mid-request does not cancel a delivery in
+                // progress, and the request is still counted and logged.
+                let answer = tokio::spawn(handle(st, peer, req))
+                    .await
+                    .unwrap_or_else(|_| {
+                        close_connection(error_response(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "internal error",
+                        ))
+                    });
+                Ok::<_, Infallible>(answer)
+            }
         });
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
         tokio::spawn(async move {
@@ -552,5 +732,53 @@ mod tests {
         assert_eq!(r.route("/webhooks/isendu"), Some((1, Some(""))));
         assert_eq!(r.route("/webhooks/isendu/a/b"), None);
         assert_eq!(r.route("/nope"), None);
+    }
+
+    #[tokio::test]
+    async fn guarded_turns_a_panic_into_an_error_and_keeps_running() {
+        let soon = Instant::now() + Duration::from_secs(5);
+        let r = guarded(soon, async {
+            let v: Vec<u8> = Vec::new();
+            v[std::hint::black_box(3)]
+        })
+        .await;
+        assert_eq!(r, Err(GuardError::Panicked));
+        assert_eq!(guarded(soon, async { 7 }).await, Ok(7));
+    }
+
+    #[tokio::test]
+    async fn guarded_answers_at_the_deadline_and_aborts_the_work() {
+        let finished = Arc::new(AtomicUsize::new(0));
+        let f = Arc::clone(&finished);
+        let started = Instant::now();
+        let r = guarded(started + Duration::from_millis(200), async move {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            f.store(1, Ordering::SeqCst);
+        })
+        .await;
+        assert_eq!(r, Err(GuardError::Overran));
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(190) && took < Duration::from_millis(400),
+            "{took:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            0,
+            "overrun work was aborted"
+        );
+    }
+
+    #[test]
+    fn guard_margin_is_a_tenth_capped_at_100ms() {
+        assert_eq!(
+            guard_margin(Duration::from_secs(4)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            guard_margin(Duration::from_millis(500)),
+            Duration::from_millis(50)
+        );
     }
 }

@@ -53,20 +53,57 @@ enum Command {
     },
 }
 
+/// Targets whose verbose output can quote what the bridge must never log, capped here whatever
+/// `RUST_LOG` says: at `trace`, lapin prints incoming AMQP frames with `Debug` (a returned
+/// message's body — the provider payload with its PII — as bytes) and connection state, and
+/// amq-protocol-tcp prints the broker URI with its password. hyper and rustls are capped too, so
+/// that enabling their optional logging later cannot leak headers or handshake secrets.
+const LOG_CAPS: &[(&str, tracing::Level)] = &[
+    ("lapin", tracing::Level::DEBUG),
+    ("amq_protocol", tracing::Level::INFO),
+    ("amq_protocol_tcp", tracing::Level::INFO),
+    ("amq_protocol_uri", tracing::Level::INFO),
+    ("amq_protocol_types", tracing::Level::INFO),
+    ("hyper", tracing::Level::INFO),
+    ("hyper_util", tracing::Level::INFO),
+    ("rustls", tracing::Level::INFO),
+];
+
 fn init_logging(format: LogFormat) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder
+    let caps = LOG_CAPS.iter().fold(
+        tracing_subscriber::filter::Targets::new().with_default(tracing::Level::TRACE),
+        |t, &(target, level)| t.with_target(target, level),
+    );
+    let output = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .init(),
-        LogFormat::Text => builder.init(),
-    }
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(output.with_filter(filter).with_filter(caps))
+        .init();
+    // The default hook prints the panic message, which can quote request data (a failed slice
+    // shows the string). Log where it happened, not what it said.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(%location, "panic (message withheld: it may quote request data)");
+    }));
 }
 
 fn main() -> ExitCode {

@@ -11,23 +11,40 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0,
 ];
 
+/// Events per request: single events, small batches, and up to the parser's hard limit
+/// (`providers::MAX_EVENTS_PER_REQUEST`, 10 000).
+pub const BATCH_BUCKETS: &[f64] = &[
+    0.0, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
+/// Every `reason` label `publish_failures_total` can carry (the publisher's `PublishError::reason`
+/// and the spool's). They are exported at 0 from the start so that `rate()` and alerts work before
+/// the first failure.
+pub const PUBLISH_FAILURE_REASONS: &[&str] =
+    &["not_connected", "timeout", "nack", "returned", "amqp_error"];
+
 /// The bridge's metrics. Cloned handles are cheap; the registry is the only shared state.
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
     /// Provider requests by endpoint, provider and outcome (`accepted`, `spooled`, `unauthorized`…).
     pub requests_total: IntCounterVec,
+    /// Time from request head to answer, for requests routed to an endpoint.
     pub request_duration_seconds: HistogramVec,
     /// Events by provider, routing key and outcome (`published`, `spooled`, `duplicate`, `rejected`).
     pub events_total: IntCounterVec,
+    /// Events per parsed request, by provider.
     pub batch_size: HistogramVec,
-    /// Time from publish to broker confirm.
+    /// Time from publishing a request's messages to the last confirm; one observation per
+    /// confirmed publish call.
     pub publish_confirm_seconds: Histogram,
+    /// Publishes not confirmed, by reason ([`PUBLISH_FAILURE_REASONS`]).
     pub publish_failures_total: IntCounterVec,
     pub amqp_connected: IntGauge,
     pub amqp_reconnects_total: IntCounter,
     pub spool_events: IntGauge,
     pub spool_bytes: IntGauge,
+    /// Provider requests between head parsed and answer (including ones refused as overloaded).
     pub in_flight_requests: IntGauge,
     pub build_info: IntGaugeVec,
 }
@@ -64,15 +81,13 @@ impl Metrics {
         let batch_size = HistogramVec::new(
             HistogramOpts::new("batch_size", "Events per provider request.")
                 .namespace(PREFIX)
-                .buckets(vec![
-                    0.0, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0,
-                ]),
+                .buckets(BATCH_BUCKETS.to_vec()),
             &["provider"],
         )?;
         let publish_confirm_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "publish_confirm_seconds",
-                "Time from publish to broker confirm.",
+                "Time from publishing a request's messages to the last broker confirm.",
             )
             .namespace(PREFIX)
             .buckets(LATENCY_BUCKETS.to_vec()),
@@ -117,6 +132,11 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        for reason in PUBLISH_FAILURE_REASONS {
+            publish_failures_total
+                .with_label_values(&[reason])
+                .inc_by(0);
+        }
         Ok(Self {
             registry,
             requests_total,
@@ -183,5 +203,27 @@ mod tests {
                 "{name} missing"
             );
         }
+    }
+
+    #[test]
+    fn failure_reasons_start_at_zero_and_buckets_bracket_the_deadline() {
+        let m = Metrics::new().unwrap();
+        let text = String::from_utf8(m.render()).unwrap();
+        for reason in PUBLISH_FAILURE_REASONS {
+            assert!(
+                text.contains(&format!(
+                    "webhook_bridge_publish_failures_total{{reason=\"{reason}\"}} 0"
+                )),
+                "{text}"
+            );
+        }
+        // Buckets straddle a 4–5 s ack deadline and resolve a healthy broker's milliseconds.
+        for le in [0.005, 0.05, 3.0, 4.0, 5.0] {
+            assert!(LATENCY_BUCKETS.contains(&le), "{le}");
+        }
+        assert_eq!(
+            BATCH_BUCKETS.last().copied(),
+            Some(crate::providers::MAX_EVENTS_PER_REQUEST as f64)
+        );
     }
 }
