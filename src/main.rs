@@ -60,6 +60,8 @@ enum Command {
 /// that enabling their optional logging later cannot leak headers or handshake secrets.
 const LOG_CAPS: &[(&str, tracing::Level)] = &[
     ("lapin", tracing::Level::DEBUG),
+    // Logs the whole returned message, payload included, at WARN.
+    ("lapin::returned_messages", tracing::Level::ERROR),
     ("amq_protocol", tracing::Level::INFO),
     ("amq_protocol_tcp", tracing::Level::INFO),
     ("amq_protocol_uri", tracing::Level::INFO),
