@@ -84,11 +84,13 @@ struct State {
     /// Segment the writer appends to.
     active: u64,
     cursor: Cursor,
-    /// Sum of segment lengths: what `max_bytes` bounds.
-    disk_bytes: u64,
-    /// Records (and their bytes) not yet confirmed by the broker.
+    /// Records (and their bytes) not yet confirmed by the broker. `max_bytes` bounds
+    /// `pending_bytes`; confirmed records still on disk (at most one segment, deleted as soon as
+    /// the writer moves on) are not counted.
     pending_events: u64,
     pending_bytes: u64,
+    /// An append was refused for lack of room, and nothing was drained since.
+    full: bool,
     /// The writer is running (it stops on shutdown or a fatal error).
     writer_alive: bool,
 }
@@ -196,15 +198,14 @@ impl Spool {
         let mut segs: BTreeMap<u64, Segment> =
             segments.into_iter().map(|(k, (s, _))| (k, s)).collect();
         segs.insert(active, Segment { len: 0 });
-        let disk_bytes = segs.values().map(|s| s.len).sum();
         let state = State {
             segments: segs,
             active,
             cursor,
-            disk_bytes,
             pending_events,
             pending_bytes,
             writer_alive: true,
+            full: false,
         };
         if pending_events > 0 {
             info!(
@@ -249,7 +250,7 @@ impl Spool {
     /// The spool can take more events: its writer runs and it is not full.
     pub fn accepting(&self) -> bool {
         let st = self.shared.lock();
-        st.writer_alive && st.disk_bytes < self.shared.max_bytes
+        st.writer_alive && !st.full && st.pending_bytes < self.shared.max_bytes
     }
 
     /// Events waiting to be published.
@@ -444,9 +445,10 @@ fn writer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Append>, mut file
         let mut events = 0;
         let mut waiters = Vec::with_capacity(group.len());
         {
-            let st = shared.lock();
+            let mut st = shared.lock();
             for a in group {
-                if st.disk_bytes + (buf.len() + a.bytes.len()) as u64 > shared.max_bytes {
+                if st.pending_bytes + (buf.len() + a.bytes.len()) as u64 > shared.max_bytes {
+                    st.full = true;
                     let _ = a.reply.send(Err(SpoolError::Full {
                         max_bytes: shared.max_bytes,
                     }));
@@ -492,7 +494,6 @@ fn writer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Append>, mut file
                 if let Some(seg) = st.segments.get_mut(&active) {
                     seg.len = file_len;
                 }
-                st.disk_bytes += buf.len() as u64;
                 st.pending_bytes += buf.len() as u64;
                 st.pending_events += events;
                 shared.publish_gauges(&st);
@@ -582,9 +583,7 @@ async fn drain(
                     warn!(segment = id, "could not delete a drained spool segment");
                 }
                 let mut st = shared.lock();
-                if let Some(seg) = st.segments.remove(&id) {
-                    st.disk_bytes -= seg.len;
-                }
+                st.segments.remove(&id);
                 let next = st.segments.range(id..).next().map(|(&k, _)| k);
                 st.cursor = Cursor {
                     segment: next.unwrap_or(st.active),
@@ -638,6 +637,7 @@ async fn drain(
                         st.cursor = cursor;
                         st.pending_events = st.pending_events.saturating_sub(messages.len() as u64);
                         st.pending_bytes = st.pending_bytes.saturating_sub(bytes);
+                        st.full = false;
                         shared.publish_gauges(&st);
                         tracing::debug!(
                             events = messages.len(),
