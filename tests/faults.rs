@@ -357,15 +357,15 @@ async fn broker_restart_mid_load_every_acked_event_arrives() {
         report.summary(),
         seen.len()
     );
-    if let Ok(ch) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await {
-        if let Ok(c) = ch.create_channel().await {
-            let _ = c
-                .queue_delete(
-                    ShortString::from(queue.as_str()),
-                    QueueDeleteOptions::default(),
-                )
-                .await;
-        }
+    if let Ok(conn) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await
+        && let Ok(c) = conn.create_channel().await
+    {
+        let _ = c
+            .queue_delete(
+                ShortString::from(queue.as_str()),
+                QueueDeleteOptions::default(),
+            )
+            .await;
     }
     assert_eq!(report.server_errors(), 0, "no 5xx while the spool has room");
     assert!(report.max_latency() < ACK_DEADLINE);
