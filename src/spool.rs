@@ -57,6 +57,8 @@ pub enum SpoolError {
     Io(#[from] std::io::Error),
     #[error("spool writer has stopped")]
     Stopped,
+    #[error("spool directory is in use by another process")]
+    Locked,
 }
 
 /// One request's records on their way to the writer.
@@ -125,6 +127,9 @@ impl Shared {
 pub struct Spool {
     tx: mpsc::UnboundedSender<Append>,
     shared: Arc<Shared>,
+    /// Exclusive lock on `<dir>/lock` for the life of the process: two writers would interleave
+    /// records. The kernel releases it when the process dies, even by SIGKILL.
+    _lock: File,
 }
 
 impl Spool {
@@ -133,6 +138,16 @@ impl Spool {
     pub fn open(cfg: &SpoolConfig, metrics: Metrics) -> Result<Arc<Self>, SpoolError> {
         fs::create_dir_all(&cfg.dir)?;
         let dir = cfg.dir.clone();
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(SpoolError::Locked),
+            Err(fs::TryLockError::Error(e)) => return Err(SpoolError::Io(e)),
+        }
         let mut segments = BTreeMap::new();
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
@@ -227,7 +242,11 @@ impl Spool {
         std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || writer(writer_shared, rx, file))?;
-        Ok(Arc::new(Self { tx, shared }))
+        Ok(Arc::new(Self {
+            tx,
+            shared,
+            _lock: lock,
+        }))
     }
 
     /// Append `messages` as one contiguous run of records and return once they are fsync'd.
@@ -672,6 +691,54 @@ mod tests {
             timestamp: 1_700_000_000 + i as u64,
             body: format!("{{\"n\":{i}}}").into_bytes(),
         }
+    }
+
+    fn config(dir: &Path, max_bytes: u64) -> SpoolConfig {
+        SpoolConfig {
+            enabled: true,
+            dir: dir.to_path_buf(),
+            max_bytes,
+        }
+    }
+
+    #[tokio::test]
+    async fn appended_events_are_found_again_after_reopening_and_dir_is_locked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new().unwrap();
+        let spool = Spool::open(&config(tmp.path(), 1 << 20), metrics.clone()).unwrap();
+        let batch: Vec<Message> = (0..5).map(msg).collect();
+        spool.append(&batch[..2]).await.unwrap();
+        spool.append(&batch[2..]).await.unwrap();
+        assert_eq!(spool.pending_events(), 5);
+        assert!(matches!(
+            Spool::open(&config(tmp.path(), 1 << 20), metrics.clone()),
+            Err(SpoolError::Locked)
+        ));
+        drop(spool);
+        // The writer thread holds the shared state until its channel closes; give it a moment.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let again = Spool::open(&config(tmp.path(), 1 << 20), metrics.clone()).unwrap();
+        assert_eq!(again.pending_events(), 5);
+        assert_eq!(metrics.spool_events.get(), 5);
+    }
+
+    #[tokio::test]
+    async fn full_spool_refuses_and_is_not_accepting() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&config(tmp.path(), 4096), Metrics::new().unwrap()).unwrap();
+        let mut refused = false;
+        for i in 0..100 {
+            match spool.append(&[msg(i)]).await {
+                Ok(()) => {}
+                Err(SpoolError::Full { .. }) => {
+                    refused = true;
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(refused);
+        assert!(!spool.accepting());
     }
 
     #[test]
