@@ -150,16 +150,27 @@ pub async fn run(
     Report { answers }
 }
 
-/// Receive until every reference in `expected` was seen (or `timeout` passes with nothing new);
-/// returns the distinct references seen and the number of messages (duplicates included).
+/// Receive until every reference in `expected` was seen (or `idle_timeout` passes with nothing
+/// new); returns the distinct references seen and the number of messages (duplicates included).
 pub async fn collect(
     consumer: &mut Consumer,
     expected: &HashSet<String>,
     idle_timeout: Duration,
 ) -> (HashSet<String>, usize) {
     let mut seen = HashSet::new();
+    let messages = collect_into(consumer, expected, &mut seen, idle_timeout).await;
+    (seen, messages)
+}
+
+/// Like [`collect`], adding to references already `seen`; returns the messages received.
+pub async fn collect_into(
+    consumer: &mut Consumer,
+    expected: &HashSet<String>,
+    seen: &mut HashSet<String>,
+    idle_timeout: Duration,
+) -> usize {
     let mut messages = 0;
-    while !expected.is_subset(&seen) {
+    while !expected.is_subset(seen) {
         let Some(m) = consumer.next(idle_timeout).await else {
             break;
         };
@@ -168,7 +179,7 @@ pub async fn collect(
             seen.insert(r.to_string());
         }
     }
-    (seen, messages)
+    messages
 }
 
 /// Declare `exchange` as the bridge would (durable topic with its alternate exchange), so a
