@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::load::{self, metric};
 use common::proxy::{Mode, Proxy};
 use common::*;
+use webhook_bridge::config::ProviderKind;
 
 const ACK_DEADLINE: Duration = Duration::from_secs(4);
 
@@ -377,6 +378,140 @@ async fn broker_restart_mid_load_every_acked_event_arrives() {
     assert!(
         missing.is_empty(),
         "acknowledged events lost, e.g. {missing:?}"
+    );
+    bridge.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fails_over_to_the_next_url_when_the_first_is_cut() {
+    broker_available().await;
+    let first = Proxy::start("127.0.0.1:5672", Mode::Open).await;
+    let second = Proxy::start("127.0.0.1:5672", Mode::Open).await;
+    let bridge = Bridge::start_with(BridgeOptions {
+        amqp_urls: vec![first.amqp_url(), second.amqp_url()],
+        amqp_extra: "reconnect_backoff_max = \"1s\"\nconnect_timeout = \"1s\"".into(),
+        ..BridgeOptions::default()
+    })
+    .await;
+    let mut consumer = bridge.consumer("wegocod.#").await;
+    assert_eq!(second.accepted(), 0, "the first URL is preferred");
+    let before = load::run(
+        &bridge,
+        "fo-a",
+        50,
+        4,
+        Duration::ZERO,
+        Arc::new(AtomicUsize::new(0)),
+    )
+    .await;
+    assert_eq!(before.count(|a| a.body.contains("\"accepted\"")), 50);
+
+    first.cut();
+    let end = Instant::now() + Duration::from_secs(10);
+    while second.accepted() == 0
+        || bridge
+            .metrics()
+            .await
+            .lines()
+            .all(|l| l != "webhook_bridge_amqp_connected 1")
+    {
+        assert!(Instant::now() < end, "no failover to the second URL");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = load::run(
+        &bridge,
+        "fo-b",
+        50,
+        4,
+        Duration::ZERO,
+        Arc::new(AtomicUsize::new(0)),
+    )
+    .await;
+    eprintln!(
+        "failover: before {} | after {}",
+        before.summary(),
+        after.summary()
+    );
+    assert_eq!(
+        after.count(|a| a.body.contains("\"accepted\"")),
+        50,
+        "{}",
+        after.summary()
+    );
+    let mut acked = before.acknowledged();
+    acked.extend(after.acknowledged());
+    let (seen, _) = load::collect(&mut consumer, &acked, Duration::from_secs(10)).await;
+    assert!(acked.is_subset(&seen));
+    bridge.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn channel_error_is_recovered_without_restart_and_the_event_is_kept() {
+    use lapin::options::ExchangeDeleteOptions;
+    use lapin::types::ShortString;
+    use lapin::{Connection, ConnectionProperties};
+
+    broker_available().await;
+    let bridge = Bridge::start().await;
+    // Delete the exchange under the bridge: its next publish gets a channel error (404).
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.exchange_delete(
+        ShortString::from(bridge.exchange.as_str()),
+        ExchangeDeleteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let _ = conn.close(200, ShortString::from("bye")).await;
+    // Its unrouted queue survives; the bridge re-declares the exchange when it reconnects, and
+    // with no binding left the spooled event lands there through the alternate exchange.
+    let mut unrouted = Consumer::existing(&format!("{}.unrouted", bridge.exchange)).await;
+
+    let body = load::wegocod_body("chan-err");
+    let resp = bridge
+        .post_signed(
+            ProviderKind::Wegocod,
+            "/webhooks/wegocod",
+            WEGOCOD_SECRET,
+            &body,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert_eq!(
+        text, r#"{"spooled":1}"#,
+        "a channel error is not a 2xx from the broker"
+    );
+    let got = unrouted
+        .next(Duration::from_secs(10))
+        .await
+        .expect("the spooled event is published after recovery");
+    assert_eq!(got.body["data"]["entity_id"], "chan-err");
+
+    // Same process, recovered: the next request is confirmed normally.
+    bridge.wait_connected(Duration::from_secs(10)).await;
+    let mut consumer = bridge.consumer("wegocod.#").await;
+    let body = load::wegocod_body("chan-ok");
+    let resp = bridge
+        .post_signed(
+            ProviderKind::Wegocod,
+            "/webhooks/wegocod",
+            WEGOCOD_SECRET,
+            &body,
+        )
+        .await;
+    assert_eq!(resp.text().await.unwrap(), r#"{"accepted":1}"#);
+    let got = consumer
+        .next(Duration::from_secs(5))
+        .await
+        .expect("arrives");
+    assert_eq!(got.body["data"]["entity_id"], "chan-ok");
+    let m = bridge.metrics().await;
+    assert!(
+        metric(&m, "webhook_bridge_amqp_reconnects_total").unwrap_or(0.0) >= 1.0,
+        "{m}"
     );
     bridge.cleanup().await;
 }
