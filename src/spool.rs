@@ -622,17 +622,31 @@ async fn drain(
                     tokio::task::spawn_blocking(move || read_batch(&dir, id, offset, len)).await;
                 let records = match read {
                     Ok(Ok(r)) if !r.is_empty() => r,
-                    other => {
-                        // Unreadable from here on (it was valid when written): skip the rest of
-                        // the segment rather than block the spool forever.
+                    Ok(Ok(_)) => {
+                        // Bytes that checksummed when written no longer do (the disk changed
+                        // under us): skip the rest of the segment rather than block forever.
                         error!(
                             segment = id,
-                            offset,
-                            ok = matches!(other, Ok(Ok(_))),
-                            "spool segment unreadable; skipping its remainder"
+                            offset, "spool segment corrupt; skipping its remainder"
                         );
                         let mut st = shared.lock();
                         st.cursor.offset = len;
+                        st.pending_bytes = st.pending_bytes.saturating_sub(len - offset);
+                        shared.publish_gauges(&st);
+                        continue;
+                    }
+                    other => {
+                        // An I/O error may pass (file descriptors, a busy disk): retry.
+                        let error = match other {
+                            Ok(Err(e)) => e.to_string(),
+                            Err(e) => e.to_string(),
+                            Ok(Ok(_)) => String::new(),
+                        };
+                        warn!(segment = id, offset, %error, "cannot read the spool; retrying");
+                        tokio::select! {
+                            _ = shutdown.changed() => {},
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+                        }
                         continue;
                     }
                 };
