@@ -93,6 +93,8 @@ struct State {
     pending_bytes: u64,
     /// An append was refused for lack of room, and nothing was drained since.
     full: bool,
+    /// Group commits (write + fsync) done since start.
+    commits: u64,
     /// The writer is running (it stops on shutdown or a fatal error).
     writer_alive: bool,
 }
@@ -221,6 +223,7 @@ impl Spool {
             pending_bytes,
             writer_alive: true,
             full: false,
+            commits: 0,
         };
         if pending_events > 0 {
             info!(
@@ -270,6 +273,11 @@ impl Spool {
     pub fn accepting(&self) -> bool {
         let st = self.shared.lock();
         st.writer_alive && !st.full && st.pending_bytes < self.shared.max_bytes
+    }
+
+    /// Group commits (one write + one fsync each) since start.
+    pub fn commits(&self) -> u64 {
+        self.shared.lock().commits
     }
 
     /// Events waiting to be published.
@@ -515,6 +523,7 @@ fn writer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Append>, mut file
                 }
                 st.pending_bytes += buf.len() as u64;
                 st.pending_events += events;
+                st.commits += 1;
                 shared.publish_gauges(&st);
                 drop(st);
                 shared.appended.notify_one();
@@ -734,6 +743,26 @@ mod tests {
         let again = Spool::open(&config(tmp.path(), 1 << 20), metrics.clone()).unwrap();
         assert_eq!(again.pending_events(), 5);
         assert_eq!(metrics.spool_events.get(), 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_share_fsyncs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&config(tmp.path(), 1 << 30), Metrics::new().unwrap()).unwrap();
+        let n = 400;
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let spool = Arc::clone(&spool);
+                tokio::spawn(async move { spool.append(&[msg(i)]).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let commits = spool.commits();
+        eprintln!("{n} concurrent appends, {commits} fsyncs");
+        assert_eq!(spool.pending_events(), n as u64);
+        assert!(commits < n as u64, "{commits} fsyncs for {n} appends");
     }
 
     #[tokio::test]
