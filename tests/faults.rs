@@ -320,7 +320,8 @@ async fn broker_restart_mid_load_every_acked_event_arrives() {
         let _ = conn.close(200, ShortString::from("bye")).await;
     }
 
-    let n = 1500;
+    // Paced over ~10 s so that, usually, the load continues after the broker is back.
+    let n = 2500;
     let progress = Arc::new(AtomicUsize::new(0));
     let restarter = {
         let progress = Arc::clone(&progress);
@@ -349,6 +350,17 @@ async fn broker_restart_mid_load_every_acked_event_arrives() {
         restarter
     );
     broker_available().await;
+    // Reconnected by itself: the next request is confirmed by the broker again.
+    bridge.wait_connected(Duration::from_secs(30)).await;
+    let resp = bridge
+        .post_signed(
+            ProviderKind::Wegocod,
+            "/webhooks/wegocod",
+            WEGOCOD_SECRET,
+            &load::wegocod_body("restart-after"),
+        )
+        .await;
+    assert_eq!(resp.text().await.unwrap(), r#"{"accepted":1}"#);
     let mut consumer = Consumer::existing(&queue).await;
     let acked = report.acknowledged();
     let (seen, messages) = load::collect(&mut consumer, &acked, Duration::from_secs(30)).await;
