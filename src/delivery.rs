@@ -1,23 +1,34 @@
 //! The acknowledgement rule in one place (SPEC §6): a request's messages are either all
-//! confirmed by the broker, or (later) all fsync'd to the spool, or the provider gets a 503 with
+//! confirmed by the broker, or all fsync'd to the spool, or the provider gets a 503 with
 //! Retry-After. Nothing in between is ever answered 2xx.
+//!
+//! Time budget: the broker gets until `deadline - spool_reserve`; whatever is not confirmed by
+//! then goes to the spool, which has the reserve to fsync. Every answer is due before `deadline`.
+//!
+//! Live requests go straight to the broker even while the spool still holds older events: order
+//! is kept within a request (one channel, one contiguous spool run), not across requests, which
+//! arrive unordered from providers anyway.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::warn;
 
+use crate::dedup::Dedup;
 use crate::envelope::Message;
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
+use crate::spool::{Spool, SpoolError};
 
 /// What became of a request's messages; the HTTP layer maps it to a status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Every message confirmed by the broker.
+    /// Every message confirmed by the broker (or, for some, already durable: see `Duplicate`).
     Accepted(usize),
     /// Every message fsync'd to the local spool; published later.
     Spooled(usize),
+    /// Every message was made durable within the dedup window already; nothing published.
+    Duplicate(usize),
     /// Nothing durable: the provider must retry.
     Unavailable { retry_after: Duration },
 }
@@ -25,37 +36,132 @@ pub enum Outcome {
 /// Publishes a request's messages, falling back as the rule says.
 pub struct Delivery {
     publisher: Arc<Publisher>,
+    spool: Option<Arc<Spool>>,
+    dedup: Option<Dedup>,
+    /// Time kept back from the broker for the spool's fsync.
+    spool_reserve: Duration,
     metrics: Metrics,
 }
 
 /// How long providers are told to wait before retrying after a 503.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// Margin between the end of the spool wait and the deadline, for writing the answer.
+const ANSWER_MARGIN: Duration = Duration::from_millis(50);
+
+/// The spool's share of `ack_deadline`: a quarter, between 100 ms and 1 s.
+pub fn spool_reserve(ack_deadline: Duration) -> Duration {
+    (ack_deadline / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
 impl Delivery {
-    pub fn new(publisher: Arc<Publisher>, metrics: Metrics) -> Self {
-        Self { publisher, metrics }
+    pub fn new(
+        publisher: Arc<Publisher>,
+        spool: Option<Arc<Spool>>,
+        dedup: Option<Dedup>,
+        ack_deadline: Duration,
+        metrics: Metrics,
+    ) -> Self {
+        let spool_reserve = if spool.is_some() {
+            spool_reserve(ack_deadline)
+        } else {
+            Duration::ZERO
+        };
+        Self {
+            publisher,
+            spool,
+            dedup,
+            spool_reserve,
+            metrics,
+        }
     }
 
     pub fn publisher(&self) -> &Arc<Publisher> {
         &self.publisher
     }
 
-    /// Ready for traffic: connected to the broker (or, once it exists, the spool accepts).
+    pub fn spool(&self) -> Option<&Arc<Spool>> {
+        self.spool.as_ref()
+    }
+
+    /// Ready for traffic: connected to the broker, or the spool can take events.
     pub fn ready(&self) -> bool {
-        self.publisher.is_connected()
+        self.publisher.is_connected() || self.spool.as_ref().is_some_and(|s| s.accepting())
     }
 
     /// Make `messages` durable before `deadline`, or say that it could not be done.
+    ///
+    /// Events already made durable within the dedup window are not published again; if the
+    /// whole request is such a repeat the answer is [`Outcome::Duplicate`].
     pub async fn deliver(&self, messages: &[Message], deadline: Instant) -> Outcome {
-        match self.publisher.publish(messages, deadline).await {
-            Ok(()) => Outcome::Accepted(messages.len()),
-            Err(e) => {
-                warn!(error = %e, events = messages.len(), "publish failed; answering 503");
-                let _ = &self.metrics;
+        let total = messages.len();
+        let fresh: Vec<Message>;
+        let messages = match &self.dedup {
+            Some(d) => {
+                fresh = messages
+                    .iter()
+                    .filter(|m| !d.contains(&m.id))
+                    .cloned()
+                    .collect();
+                if fresh.is_empty() && total > 0 {
+                    return Outcome::Duplicate(total);
+                }
+                &fresh[..]
+            }
+            None => messages,
+        };
+
+        let publish_deadline = deadline.checked_sub(self.spool_reserve).unwrap_or(deadline);
+        let err = match self.publisher.publish(messages, publish_deadline).await {
+            Ok(()) => {
+                self.remember(messages);
+                return Outcome::Accepted(total);
+            }
+            Err(e) => e,
+        };
+        let Some(spool) = &self.spool else {
+            warn!(error = %err, events = total, "publish failed and the spool is off; answering 503");
+            return Outcome::Unavailable {
+                retry_after: RETRY_AFTER,
+            };
+        };
+        let spool_deadline = deadline.checked_sub(ANSWER_MARGIN).unwrap_or(deadline);
+        match tokio::time::timeout_at(spool_deadline.into(), spool.append(messages)).await {
+            Ok(Ok(())) => {
+                warn!(error = %err, events = messages.len(), "publish failed; events spooled");
+                self.remember(messages);
+                Outcome::Spooled(total)
+            }
+            Ok(Err(e)) => {
+                let reason = match e {
+                    SpoolError::Full { .. } => "spool_full",
+                    _ => "spool_error",
+                };
+                self.metrics
+                    .publish_failures_total
+                    .with_label_values(&[reason])
+                    .inc();
+                warn!(error = %err, spool_error = %e, events = total, "publish failed and spool refused; answering 503");
                 Outcome::Unavailable {
                     retry_after: RETRY_AFTER,
                 }
             }
+            Err(_) => {
+                self.metrics
+                    .publish_failures_total
+                    .with_label_values(&["spool_timeout"])
+                    .inc();
+                warn!(error = %err, events = total, "publish failed and spool too slow; answering 503");
+                Outcome::Unavailable {
+                    retry_after: RETRY_AFTER,
+                }
+            }
+        }
+    }
+
+    fn remember(&self, messages: &[Message]) {
+        if let Some(d) = &self.dedup {
+            d.insert(messages.iter().map(|m| m.id.as_str()));
         }
     }
 }

@@ -528,6 +528,16 @@ async fn process(
                 json_response(StatusCode::OK, format!("{{\"spooled\":{n}}}")),
             ),
         ),
+        Outcome::Duplicate(n) => (
+            "duplicate",
+            (
+                RequestOutcome::Accepted,
+                json_response(
+                    StatusCode::OK,
+                    format!("{{\"accepted\":0,\"duplicates\":{n}}}"),
+                ),
+            ),
+        ),
         Outcome::Unavailable { retry_after } => (
             "failed",
             (RequestOutcome::Unavailable, unavailable(retry_after)),

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod dedup;
 pub mod delivery;
 pub mod envelope;
 pub mod http;
@@ -10,6 +11,7 @@ pub mod metrics;
 pub mod providers;
 pub mod publisher;
 pub mod shutdown;
+pub mod spool;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +20,12 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::dedup::Dedup;
 use crate::delivery::Delivery;
 use crate::http::AppState;
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
+use crate::spool::Spool;
 
 /// Errors that stop the service from starting.
 #[derive(Debug, thiserror::Error)]
@@ -33,9 +37,21 @@ pub enum StartError {
     },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("spool {dir}: {source}")]
+    Spool {
+        dir: std::path::PathBuf,
+        source: spool::SpoolError,
+    },
 }
 
+/// How long the drainer and the broker connection get to wind down after the listeners stop.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Run the service until SIGTERM/SIGINT, then drain and return.
+///
+/// Shutdown order: stop accepting and let in-flight requests finish (each ends confirmed,
+/// spooled or 503 before its deadline) → stop the drainer (what it had not seen confirmed stays
+/// in the spool for the next start) → close the broker connection.
 pub async fn serve(config: Config) -> Result<(), StartError> {
     for w in &config.warnings {
         warn!("{w}");
@@ -58,8 +74,30 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
             source,
         })?;
 
-    let publisher = Publisher::start(config.amqp.clone(), metrics.clone(), stop_rx.clone());
-    let delivery = Arc::new(Delivery::new(publisher, metrics.clone()));
+    let spool = if config.spool.enabled {
+        let spool =
+            Spool::open(&config.spool, metrics.clone()).map_err(|source| StartError::Spool {
+                dir: config.spool.dir.clone(),
+                source,
+            })?;
+        Some(spool)
+    } else {
+        None
+    };
+    let dedup = config.dedup.enabled.then(|| Dedup::new(&config.dedup));
+    // The broker side stops only after the listeners, so in-flight requests can still publish.
+    let (amqp_stop_tx, amqp_stop_rx) = shutdown::channel();
+    let publisher = Publisher::start(config.amqp.clone(), metrics.clone(), amqp_stop_rx.clone());
+    let drainer = spool
+        .as_ref()
+        .map(|s| s.start_drainer(Arc::clone(&publisher), amqp_stop_rx));
+    let delivery = Arc::new(Delivery::new(
+        Arc::clone(&publisher),
+        spool,
+        dedup,
+        config.ack_deadline,
+        metrics.clone(),
+    ));
     let state = Arc::new(AppState::new(Arc::clone(&config), delivery, metrics));
 
     info!(
@@ -78,6 +116,18 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     // In-flight requests finish within the ack deadline plus a margin for the last answers.
     let grace = config.ack_deadline + Duration::from_secs(1);
     http::serve_providers(providers_listener, state, stop_rx, grace).await;
+    let _ = amqp_stop_tx.send(true);
+    if let Some(drainer) = drainer
+        && tokio::time::timeout(CLOSE_TIMEOUT, drainer).await.is_err()
+    {
+        warn!("spool drainer did not stop in time");
+    }
+    if tokio::time::timeout(CLOSE_TIMEOUT, publisher.closed())
+        .await
+        .is_err()
+    {
+        warn!("broker connection did not close in time");
+    }
     let _ = admin.await;
     info!("webhook-bridge stopped");
     Ok(())

@@ -2,11 +2,19 @@
 //! declared on every connect, and a manager task that reconnects with capped, jittered
 //! exponential backoff over the configured URLs in order.
 //!
+//! A dead link is noticed three ways: lapin reports the socket closed (RST/EOF); the AMQP
+//! heartbeat (`heartbeat=5` is added to URLs that do not set one) goes missing for two
+//! intervals; or a publish times out while no confirm has come back for [`STALE_AFTER`] — a
+//! network cut that drops packets silently shows up that way first. Any of them makes the
+//! manager drop the link and reconnect; channel errors take the same path, so the process
+//! never has to restart.
+//!
 //! **Invariant:** [`Publisher::publish`] returns `Ok` only when every message was confirmed
 //! (`basic.ack`, not returned) by the broker. Anything else is an error the caller must answer
 //! with the spool or a 503 — never a 200.
 
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -52,11 +60,32 @@ impl PublishError {
     }
 }
 
+/// Heartbeat asked for when a URL does not set one, in seconds.
+pub const DEFAULT_HEARTBEAT_SECS: u16 = 5;
+
+/// A publish timeout with no confirm at all for this long means the link is dead.
+pub const STALE_AFTER: Duration = Duration::from_secs(2);
+
+/// Only publishes that waited at least this long count as evidence of a dead link.
+const MIN_WAIT_FOR_STALE: Duration = Duration::from_millis(500);
+
+/// `url` with `heartbeat=` added when it has none.
+pub fn with_heartbeat(url: &str) -> String {
+    if url.contains("heartbeat=") {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}heartbeat={DEFAULT_HEARTBEAT_SECS}")
+}
+
 /// A live connection and its confirm channels.
 struct Link {
     conn: Connection,
     channels: Vec<Channel>,
     next: AtomicUsize,
+    /// Start of a publish that waited at least [`MIN_WAIT_FOR_STALE`] and timed out, with no
+    /// confirm on this link since.
+    timed_out: Mutex<Option<Instant>>,
 }
 
 impl Link {
@@ -68,6 +97,29 @@ impl Link {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
         &self.channels[i]
     }
+
+    fn confirmed(&self) {
+        *self.timed_out.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn publish_timed_out(&self, started: Instant) {
+        if started.elapsed() < MIN_WAIT_FOR_STALE {
+            // It had no real chance (the request used up its time before publishing).
+            return;
+        }
+        let mut t = self.timed_out.lock().unwrap_or_else(|p| p.into_inner());
+        if t.is_none() {
+            *t = Some(started);
+        }
+    }
+
+    /// A publish timed out and nothing has been confirmed for [`STALE_AFTER`] since it began.
+    fn stale(&self) -> bool {
+        self.timed_out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|s| s.elapsed() >= STALE_AFTER)
+    }
 }
 
 /// Handle used by the request path and the spool drainer. Cheap to share behind an `Arc`.
@@ -77,6 +129,8 @@ pub struct Publisher {
     link: watch::Sender<Option<Arc<Link>>>,
     /// Wakes the manager to re-check the link at once (after a publish error or timeout).
     kick: Notify,
+    /// Turns true once the manager has closed the connection and exited.
+    stopped: watch::Sender<bool>,
 }
 
 impl Publisher {
@@ -89,6 +143,7 @@ impl Publisher {
             metrics,
             link,
             kick: Notify::new(),
+            stopped: watch::channel(false).0,
         });
         tokio::spawn(Arc::clone(&publisher).manage(shutdown));
         publisher
@@ -109,6 +164,13 @@ impl Publisher {
         matches!(ready, Ok(Ok(_)))
     }
 
+    /// Resolve once the manager has stopped (after its shutdown signal) and closed the
+    /// connection.
+    pub async fn closed(&self) {
+        let mut rx = self.stopped.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
     fn current(&self) -> Option<Arc<Link>> {
         self.link.borrow().clone()
     }
@@ -123,10 +185,21 @@ impl Publisher {
         if messages.is_empty() {
             return Ok(());
         }
-        let result = tokio::time::timeout_at(deadline.into(), self.publish_inner(messages)).await;
-        let result = match result {
-            Ok(r) => r,
-            Err(_) => Err(PublishError::Timeout),
+        let link = self.current();
+        let started = Instant::now();
+        let result = match &link {
+            None => Err(PublishError::NotConnected),
+            Some(link) => {
+                match tokio::time::timeout_at(deadline.into(), self.publish_on(link, messages))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => {
+                        link.publish_timed_out(started);
+                        Err(PublishError::Timeout)
+                    }
+                }
+            }
         };
         if let Err(e) = &result {
             self.metrics
@@ -142,8 +215,7 @@ impl Publisher {
         result
     }
 
-    async fn publish_inner(&self, messages: &[Message]) -> Result<(), PublishError> {
-        let link = self.current().ok_or(PublishError::NotConnected)?;
+    async fn publish_on(&self, link: &Link, messages: &[Message]) -> Result<(), PublishError> {
         let channel = link.channel();
         let started = Instant::now();
         let mut confirms = Vec::with_capacity(messages.len());
@@ -172,6 +244,7 @@ impl Publisher {
                 }
             }
         }
+        link.confirmed();
         self.metrics
             .publish_confirm_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -209,11 +282,19 @@ impl Publisher {
                         if !link.healthy() || *shutdown.borrow() {
                             break;
                         }
+                        if link.stale() {
+                            warn!("no publisher confirm for too long; dropping the connection");
+                            break;
+                        }
                     }
                     self.link.send_replace(None);
                     self.metrics.amqp_connected.set(0);
                     if *shutdown.borrow() {
-                        let _ = link.conn.close(200, ShortString::from("shutdown")).await;
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            link.conn.close(200, ShortString::from("shutdown")),
+                        )
+                        .await;
                         break;
                     }
                     warn!("broker connection lost; reconnecting");
@@ -234,6 +315,7 @@ impl Publisher {
             }
         }
         self.metrics.amqp_connected.set(0);
+        self.stopped.send_replace(true);
     }
 
     /// Try every URL in order; the first that connects and declares its topology wins.
@@ -254,7 +336,7 @@ impl Publisher {
 
     async fn connect(&self, url: &str) -> Result<Link, lapin::Error> {
         let props = ConnectionProperties::default().with_connection_name("webhook-bridge".into());
-        let conn = Connection::connect(url, props).await?;
+        let conn = Connection::connect(&with_heartbeat(url), props).await?;
         if self.cfg.declare_topology {
             let ch = conn.create_channel().await?;
             declare_topology(&ch, &self.cfg).await?;
@@ -270,6 +352,7 @@ impl Publisher {
             conn,
             channels,
             next: AtomicUsize::new(0),
+            timed_out: Mutex::new(None),
         })
     }
 }
@@ -361,6 +444,19 @@ pub fn backoff(attempt: u32, max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heartbeat_is_added_only_when_missing() {
+        assert_eq!(with_heartbeat("amqp://h/%2f"), "amqp://h/%2f?heartbeat=5");
+        assert_eq!(
+            with_heartbeat("amqp://h/%2f?frame_max=8192"),
+            "amqp://h/%2f?frame_max=8192&heartbeat=5"
+        );
+        assert_eq!(
+            with_heartbeat("amqp://h/?heartbeat=30"),
+            "amqp://h/?heartbeat=30"
+        );
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

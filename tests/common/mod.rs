@@ -3,6 +3,9 @@
 //! what arrived with a real AMQP consumer.
 #![allow(dead_code)]
 
+pub mod load;
+pub mod proxy;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -94,6 +97,9 @@ pub struct BridgeOptions {
     pub endpoints: String,
     /// Wait for `/readyz` before returning.
     pub wait_ready: bool,
+    /// Also wait for the broker connection (`/readyz` is already true when only the spool
+    /// accepts). Turn off for a bridge started with the broker unreachable.
+    pub wait_broker: bool,
     pub env: Vec<(String, String)>,
     pub log_format: &'static str,
 }
@@ -107,6 +113,7 @@ impl Default for BridgeOptions {
             tables: String::new(),
             endpoints: standard_endpoints(),
             wait_ready: true,
+            wait_broker: true,
             env: Vec::new(),
             log_format: "json",
         }
@@ -174,6 +181,9 @@ impl Bridge {
         };
         if opts.wait_ready {
             bridge.wait_ready(Duration::from_secs(20)).await;
+            if opts.wait_broker {
+                bridge.wait_connected(Duration::from_secs(20)).await;
+            }
         } else {
             bridge.wait_listening(Duration::from_secs(20)).await;
         }
@@ -224,6 +234,21 @@ impl Bridge {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("bridge not ready; log:\n{}", self.logs());
+    }
+
+    /// Wait until the bridge reports `amqp_connected 1`.
+    pub async fn wait_connected(&self, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(r) = self.client.get(self.admin_url("/metrics")).send().await
+                && let Ok(text) = r.text().await
+                && text.lines().any(|l| l == "webhook_bridge_amqp_connected 1")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("bridge not connected to the broker; log:\n{}", self.logs());
     }
 
     pub fn logs(&self) -> String {
