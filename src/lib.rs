@@ -9,6 +9,7 @@ pub mod http;
 pub mod metrics;
 pub mod providers;
 pub mod publisher;
+pub mod send;
 pub mod shutdown;
 
 use std::sync::Arc;
