@@ -178,7 +178,7 @@ fn order(i: usize) -> Value {
 fn tracking(i: usize) -> Value {
     json!({
         "uuid": format!("trk-{i:03}"),
-        "status": if i % 2 == 0 { "IN_TRANSIT" } else { "OUT_FOR_DELIVERY" },
+        "status": if i.is_multiple_of(2) { "IN_TRANSIT" } else { "OUT_FOR_DELIVERY" },
         "trackingNumber": format!("TN{i:06}"),
         "delivered": false,
         "steps": [{"timestamp": "2026-05-09T08:15:00Z", "location": "Roma", "status": "IN_TRANSIT"}]
