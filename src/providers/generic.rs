@@ -11,8 +11,8 @@
 //!   body (so an event name next to the array applies to every element). If the pointer does not
 //!   lead to an array the whole body is published as unrecognized; an empty array is zero events.
 //! - **Ids**: `entity_id_pointer` gives `subject`/`entity_id`; the natural key is the value at
-//!   `id_pointer` when set and present, else a SHA-256 of the element's raw bytes (a retry of the
-//!   same body gets the same id either way).
+//!   `id_pointer` when set and present, else a SHA-256 of the element's raw bytes, each prefixed
+//!   with the event name (a retry of the same request gets the same id either way).
 //!
 //! Generic events carry no canonical status (`status: null`): there is no table to map with.
 
@@ -149,9 +149,11 @@ impl Context<'_> {
         let Some((name, kind)) = name.and_then(|n| routing_part(&n).map(|k| (n, k))) else {
             return Event::unrecognized("", raw);
         };
+        // The event name is part of the key: with `event_header`, two different events may
+        // carry the same body.
         let key = match self.lookup(element, cfg.id_pointer.as_deref(), false) {
-            Some(id) => format!("id:{id}"),
-            None => format!("hash:{}", hash_hex(raw.get().as_bytes())),
+            Some(id) => format!("{kind}:id:{id}"),
+            None => format!("{kind}:hash:{}", hash_hex(raw.get().as_bytes())),
         };
         let entity_id = self.lookup(element, cfg.entity_id_pointer.as_deref(), split);
         let mut event = Event::new(name, kind, key, raw);
@@ -223,10 +225,15 @@ mod tests {
         assert_eq!(ev[0].kind, "invoice.paid");
         assert_eq!(ev[0].event, "Invoice.Paid");
         assert_eq!(ev[0].entity_id.as_deref(), Some("42"));
-        assert_eq!(ev[0].natural_key, "id:evt_1");
+        assert_eq!(ev[0].natural_key, "invoice.paid:id:evt_1");
         let ev = events(&ep, &[("x-event", "ping")], br#"{"zen":"ok"}"#);
         assert_eq!(ev[0].kind, "ping");
-        assert!(ev[0].natural_key.starts_with("hash:"));
+        assert!(ev[0].natural_key.starts_with("ping:hash:"));
+        let pong = events(&ep, &[("x-event", "pong")], br#"{"zen":"ok"}"#);
+        assert_ne!(
+            pong[0].natural_key, ev[0].natural_key,
+            "same body, other event"
+        );
         assert!(events(&ep, &[], br#"{"zen":"ok"}"#)[0].is_unrecognized());
         assert_eq!(events(&ep, &[], br##"{"type":"#"}"##)[0].kind, "_");
         assert!(events(&ep, &[], br#"{"type":"..."}"#)[0].is_unrecognized());
