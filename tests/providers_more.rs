@@ -470,3 +470,264 @@ auth = { kind = "basic", username = "mailship" }
     q.expect_none(QUIET).await;
     bridge.cleanup().await;
 }
+
+// ---- Parsers and verifiers never panic (a property test that runs in CI; `fuzz/` goes further).
+
+mod never_panics {
+    use super::*;
+    use std::time::SystemTime;
+    use webhook_bridge::auth::{self, Credentials};
+    use webhook_bridge::config::{AuthConfig, Config, HmacAlgorithm, MacEncoding, Secret};
+    use webhook_bridge::envelope;
+    use webhook_bridge::providers::{self, Inbound, ParseError, Parsed};
+
+    fn config() -> Config {
+        let toml = format!(
+            r#"
+[amqp]
+urls = ["{AMQP_URL}"]
+{endpoints}
+[[endpoint]]
+name = "mailship-fixed"
+provider = "mailship"
+path = "/mf"
+secret = "test-token"
+event = "product_stock"
+[[endpoint]]
+name = "generic-split"
+provider = "generic"
+path = "/g"
+secret = "test-secret"
+auth = {{ kind = "bearer" }}
+[endpoint.generic]
+event_pointer = "/type"
+event_header = "x-event"
+split_pointer = "/order"
+entity_id_pointer = "/uuid"
+id_pointer = "/id"
+[[endpoint]]
+name = "generic-plain"
+provider = "generic"
+path = "/g2"
+secret = "test-secret"
+auth = {{ kind = "bearer" }}
+[endpoint.generic]
+event_pointer = "/status"
+entity_id_pointer = "/order/reference"
+"#,
+            endpoints = standard_endpoints()
+        );
+        Config::from_toml(&toml).unwrap()
+    }
+
+    /// A random JSON value, small.
+    fn random_value(rng: &mut fastrand::Rng, depth: u32) -> Value {
+        match rng.u8(..if depth > 2 { 5 } else { 7 }) {
+            0 => Value::Null,
+            1 => Value::Bool(rng.bool()),
+            2 => json!(rng.i64(..)),
+            3 => json!(rng.f64() * 1e6),
+            4 => {
+                let words = ["", "keyId", "DELIVERED", "#", "*.*", "é", "x.y..z", "\u{0}"];
+                json!(words[rng.usize(..words.len())])
+            }
+            5 => Value::Array(
+                (0..rng.usize(..4))
+                    .map(|_| random_value(rng, depth + 1))
+                    .collect(),
+            ),
+            _ => {
+                let keys = [
+                    "id",
+                    "uuid",
+                    "status",
+                    "order",
+                    "tracking",
+                    "steps",
+                    "delivered",
+                    "type",
+                    "newStatus",
+                    "changes",
+                    "orderNumber",
+                    "keyId",
+                    "payload",
+                    "event",
+                ];
+                Value::Object(
+                    (0..rng.usize(..4))
+                        .map(|_| {
+                            (
+                                keys[rng.usize(..keys.len())].to_string(),
+                                random_value(rng, depth + 1),
+                            )
+                        })
+                        .collect(),
+                )
+            }
+        }
+    }
+
+    /// Replace one random node of `v` by a random value.
+    fn mutate(rng: &mut fastrand::Rng, v: &mut Value) {
+        let go_deeper = rng.u8(..3) != 0;
+        match v {
+            Value::Object(map) if go_deeper && !map.is_empty() => {
+                let i = rng.usize(..map.len());
+                if let Some((_, child)) = map.iter_mut().nth(i) {
+                    mutate(rng, child);
+                }
+            }
+            Value::Array(items) if go_deeper && !items.is_empty() => {
+                let i = rng.usize(..items.len());
+                mutate(rng, &mut items[i]);
+            }
+            _ => *v = random_value(rng, 0),
+        }
+    }
+
+    fn check(ep: &webhook_bridge::config::EndpointConfig, event_header: &str, body: &[u8]) {
+        let mut headers = http::HeaderMap::new();
+        if let Ok(v) = http::HeaderValue::from_str(event_header) {
+            headers.insert("x-event", v);
+        }
+        let is_json = serde_json::from_slice::<Value>(body).is_ok();
+        let inbound = Inbound {
+            endpoint: ep,
+            headers: &headers,
+            body,
+        };
+        match providers::parse(&inbound) {
+            Ok(Parsed::Events(events)) => {
+                assert!(is_json);
+                let batches =
+                    ep.provider == ProviderKind::Isendu || ep.generic.split_pointer.is_some();
+                if !batches {
+                    assert_eq!(
+                        events.len(),
+                        1,
+                        "{}: {}",
+                        ep.name,
+                        String::from_utf8_lossy(body)
+                    );
+                }
+                for e in &events {
+                    let m = envelope::encode(ep, e, chrono::Utc::now()).unwrap();
+                    assert!(!m.routing_key.contains(['*', '#']), "{}", m.routing_key);
+                    assert!(m.routing_key.len() <= 255);
+                    serde_json::from_slice::<Value>(&m.body).unwrap();
+                }
+            }
+            Ok(Parsed::Reply(_)) => assert_eq!(ep.provider, ProviderKind::Isendu),
+            Err(ParseError::NotJson(_)) => assert!(!is_json),
+            Err(ParseError::HandshakeRefused) => assert_eq!(ep.provider, ProviderKind::Isendu),
+            Err(ParseError::TooManyEvents(_)) => {}
+        }
+    }
+
+    #[test]
+    fn no_random_or_mutated_body_panics_a_parser() {
+        let cfg = config();
+        let seed = fastrand::u64(..);
+        let mut rng = fastrand::Rng::with_seed(seed);
+        eprintln!("seed {seed}");
+        let samples: Vec<Value> = samples::ALL
+            .iter()
+            .map(|s| serde_json::from_slice(s.body).unwrap())
+            .collect();
+        for round in 0..400 {
+            for ep in &cfg.endpoints {
+                let header = ["", "push", "#", "a.b"][round % 4];
+                // Structural mutation of a sample.
+                let mut v = samples[rng.usize(..samples.len())].clone();
+                for _ in 0..rng.usize(1..4) {
+                    mutate(&mut rng, &mut v);
+                }
+                check(ep, header, v.to_string().as_bytes());
+                // Byte-level mutation: flips, truncation, random bytes.
+                let mut bytes = samples::ALL[rng.usize(..samples::ALL.len())].body.to_vec();
+                match rng.u8(..3) {
+                    0 => {
+                        for _ in 0..rng.usize(1..8) {
+                            let i = rng.usize(..bytes.len());
+                            bytes[i] = rng.u8(..);
+                        }
+                    }
+                    1 => bytes.truncate(rng.usize(..bytes.len())),
+                    _ => bytes = (0..rng.usize(..64)).map(|_| rng.u8(..)).collect(),
+                }
+                check(ep, header, &bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn no_random_credentials_panic_a_verifier() {
+        let mut rng = fastrand::Rng::with_seed(fastrand::u64(..));
+        let schemes = [
+            AuthConfig::Bearer,
+            AuthConfig::Basic { username: None },
+            AuthConfig::Header {
+                header: "x-token".into(),
+            },
+            AuthConfig::PathToken,
+            AuthConfig::Hmac {
+                header: "x-sig".into(),
+                algorithm: HmacAlgorithm::Sha512,
+                encoding: MacEncoding::Base64,
+                prefix: Some("sha512=".into()),
+            },
+            AuthConfig::StandardWebhooks {
+                tolerance: Duration::from_secs(300),
+            },
+        ];
+        let secrets = [Secret::new("whsec_dGVzdC1rZXk="), Secret::new("test-two")];
+        let pieces = [
+            "",
+            "v1,",
+            "v1, v1,",
+            "Bearer ",
+            "Basic ",
+            "Basic Og==",
+            "sha512=",
+            "sha512=AAAA",
+            "whsec_",
+            "0",
+            "99999999999999999999",
+            "v1,AAAA v2,BBBB",
+            ":",
+            "é",
+        ];
+        for _ in 0..3000 {
+            let auth = &schemes[rng.usize(..schemes.len())];
+            let mut headers = http::HeaderMap::new();
+            for name in [
+                "authorization",
+                "x-token",
+                "x-sig",
+                "webhook-id",
+                "webhook-timestamp",
+                "webhook-signature",
+            ] {
+                if rng.bool() {
+                    let mut v = pieces[rng.usize(..pieces.len())].to_string();
+                    v.extend((0..rng.usize(..6)).map(|_| rng.alphanumeric()));
+                    if let Ok(v) = http::HeaderValue::from_str(&v) {
+                        headers.insert(name, v);
+                    }
+                }
+            }
+            let body: Vec<u8> = (0..rng.usize(..32)).map(|_| rng.u8(..)).collect();
+            let token = pieces[rng.usize(..pieces.len())];
+            let creds = Credentials {
+                headers: &headers,
+                path_token: Some(token),
+                body: &body,
+                now: SystemTime::now(),
+            };
+            assert!(
+                auth::verify(auth, &secrets, &creds).is_err(),
+                "{auth:?} accepted random credentials"
+            );
+        }
+    }
+}
