@@ -21,7 +21,9 @@ use std::collections::HashMap;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::{Batch, Event, Inbound, ParseError, Parsed, hash_hex, parse_json, str_at};
+use super::{
+    Batch, Event, Inbound, MAX_EVENTS_PER_REQUEST, ParseError, Parsed, hash_hex, parse_json, str_at,
+};
 
 /// Longest event part of a routing key; AMQP routing keys stop at 255 bytes.
 const MAX_EVENT_LEN: usize = 200;
@@ -111,6 +113,9 @@ pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
         None => return Ok(Parsed::Events(vec![Event::unrecognized("", raw)])),
     };
     let size = elements.len();
+    if size > MAX_EVENTS_PER_REQUEST {
+        return Err(ParseError::TooManyEvents(size));
+    }
     let mut events = Vec::with_capacity(size);
     for (index, element) in elements.into_iter().enumerate() {
         let element_value: Value = serde_json::from_str(element.get()).unwrap_or(Value::Null);

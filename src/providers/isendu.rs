@@ -21,7 +21,10 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
 
-use super::{Batch, Event, Inbound, ParseError, Parsed, Status, hash_hex, parse_json, str_at};
+use super::{
+    Batch, Event, Inbound, MAX_EVENTS_PER_REQUEST, ParseError, Parsed, Status, hash_hex,
+    parse_json, str_at,
+};
 
 /// Courier / order status → canonical status. isendu passes on its couriers' vocabulary, so the
 /// table covers the common spellings; matching ignores case and treats `-` and spaces as `_`.
@@ -91,6 +94,10 @@ pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
     let orders = batch.order.unwrap_or_default();
     let tracking = batch.tracking.unwrap_or_default();
     let size = orders.len() + tracking.len();
+    // Refuse an oversized batch before building thousands of events.
+    if size > MAX_EVENTS_PER_REQUEST {
+        return Err(ParseError::TooManyEvents(size));
+    }
     let mut events = Vec::with_capacity(size);
     for element in orders {
         events.push(order_event(element));
@@ -322,6 +329,14 @@ mod tests {
         assert_eq!(ev[0].payload.get(), "42");
         assert_eq!(ev[0].batch, Some(Batch { index: 0, size: 2 }));
         assert_eq!(ev[1].kind, "order.updated");
+        let huge = format!(
+            "{{\"order\":[{}{{}}]}}",
+            "{},".repeat(MAX_EVENTS_PER_REQUEST)
+        );
+        assert!(matches!(
+            parse_body(&ep, huge.as_bytes()),
+            Err(ParseError::TooManyEvents(n)) if n == MAX_EVENTS_PER_REQUEST + 1
+        ));
     }
 
     #[test]
