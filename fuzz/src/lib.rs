@@ -182,7 +182,8 @@ pub fn check(endpoint: &EndpointConfig, headers: &HeaderMap, body: &[u8]) {
         headers,
         body,
     };
-    let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
+    // `Value`, not `IgnoredAny`: the latter skips strings without checking they are UTF-8.
+    let is_json = serde_json::from_slice::<serde_json::Value>(body).is_ok();
     match providers::parse(&inbound) {
         Ok(Parsed::Events(events)) => {
             assert!(is_json, "events from a body that is not JSON");
