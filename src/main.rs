@@ -138,6 +138,9 @@ fn run(command: Command) -> anyhow::Result<()> {
                 headers,
             };
             let prepared = send::prepare(&cfg, &opts, std::time::SystemTime::now())?;
+            for note in &prepared.notes {
+                eprintln!("note: {note}");
+            }
             println!(
                 "POST {} ({} bytes)",
                 prepared.display_url,

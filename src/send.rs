@@ -69,6 +69,8 @@ pub struct Prepared {
     pub display_url: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Vec<u8>,
+    /// Hints for the operator (e.g. a generic endpoint's event header was not given).
+    pub notes: Vec<String>,
 }
 
 /// The answer.
@@ -205,11 +207,24 @@ pub fn prepare(cfg: &Config, opts: &SendOptions, now: SystemTime) -> Result<Prep
         headers.retain(|(n, _)| *n != name);
         headers.push((name, value));
     }
+    let mut notes = Vec::new();
+    if let Some(name) = ep.generic.event_header.as_deref()
+        && ep.provider == ProviderKind::Generic
+        && !headers
+            .iter()
+            .any(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+    {
+        notes.push(format!(
+            "endpoint {} routes on header {name}; add -H '{name}: <event>' or the event may be unrecognized",
+            ep.name
+        ));
+    }
     Ok(Prepared {
         url,
         display_url,
         headers,
         body,
+        notes,
     })
 }
 

@@ -98,8 +98,15 @@ fuzz_target!(|data: &[u8]| {
         body,
         now,
     };
-    assert_eq!(auth::verify(auth, &secrets, &creds(body)), Ok(()), "{auth:?}");
-    if matches!(auth, AuthConfig::Hmac { .. } | AuthConfig::StandardWebhooks { .. }) {
+    assert_eq!(
+        auth::verify(auth, &secrets, &creds(body)),
+        Ok(()),
+        "{auth:?}"
+    );
+    if matches!(
+        auth,
+        AuthConfig::Hmac { .. } | AuthConfig::StandardWebhooks { .. }
+    ) {
         let mut other = body.to_vec();
         other.push(b' ');
         assert!(auth::verify(auth, &secrets, &creds(&other)).is_err());
