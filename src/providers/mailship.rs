@@ -307,6 +307,26 @@ mod tests {
     }
 
     #[test]
+    fn config_accepts_only_known_event_names() {
+        let toml = |event: &str| {
+            format!(
+                "[amqp]\nurls = ['amqp://127.0.0.1']\n[[endpoint]]\nname = 'm'\nprovider = 'mailship'\n\
+                 path = '/m'\nsecret = 'tok'\nevent = '{event}'\n"
+            )
+        };
+        for e in MailshipEvent::ALL {
+            assert!(crate::config::Config::from_toml(&toml(e.name())).is_ok());
+        }
+        let err = crate::config::Config::from_toml(&toml("expedition"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("endpoint[0].event") && err.contains("stock_advice"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_shapes_are_unrecognized() {
         let ep = endpoint(ProviderKind::Mailship);
         assert!(events(&ep, &[], br#"{"id":"x","what":1}"#)[0].is_unrecognized());
