@@ -714,6 +714,22 @@ impl Config {
                 Some(raw) => Some(resolve_secret(&raw, &key("api_secret"))?.0),
                 None => None,
             };
+            if let Some(event) = &ep.event
+                && ep.provider == ProviderKind::Mailship
+                && crate::providers::mailship::MailshipEvent::from_name(event).is_none()
+            {
+                let names: Vec<&str> = crate::providers::mailship::MailshipEvent::ALL
+                    .iter()
+                    .map(|e| e.name())
+                    .collect();
+                return Err(invalid(
+                    key("event"),
+                    format!(
+                        "unknown Mailship event {event:?}; one of {}",
+                        names.join(", ")
+                    ),
+                ));
+            }
             let generic = ep.generic.unwrap_or_default();
             if ep.provider == ProviderKind::Generic {
                 if generic.event_pointer.is_none() && generic.event_header.is_none() {
@@ -739,11 +755,14 @@ impl Config {
                     }
                 }
                 if let Some(src) = &generic.source
-                    && (src.is_empty() || src.contains('.'))
+                    && (src.is_empty()
+                        || !src
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)))
                 {
                     return Err(invalid(
                         key("generic.source"),
-                        "must be non-empty without '.'",
+                        "must be non-empty [A-Za-z0-9_-] (it starts the routing key)",
                     ));
                 }
             }

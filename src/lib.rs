@@ -10,6 +10,7 @@ pub mod http;
 pub mod metrics;
 pub mod providers;
 pub mod publisher;
+pub mod send;
 pub mod shutdown;
 pub mod spool;
 

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use webhook_bridge::config::{Config, redact_url};
+use webhook_bridge::send;
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +51,30 @@ enum Command {
             default_value = "webhook-bridge.toml"
         )]
         config: PathBuf,
+    },
+    /// Sign a sample (or a file) the way the endpoint's provider would and POST it.
+    Send {
+        #[arg(
+            long,
+            env = "WEBHOOK_BRIDGE_CONFIG",
+            default_value = "webhook-bridge.toml"
+        )]
+        config: PathBuf,
+        /// Endpoint name from the config.
+        #[arg(long)]
+        endpoint: String,
+        /// Bundled sample of the endpoint's provider (default: its first event sample).
+        #[arg(long, conflicts_with = "body")]
+        sample: Option<String>,
+        /// Send this file's bytes instead of a sample.
+        #[arg(long)]
+        body: Option<PathBuf>,
+        /// http://host:port (the endpoint path is appended) or a full URL; default: `listen`.
+        #[arg(long)]
+        url: Option<String>,
+        /// Extra header, `Name: value`; repeatable (e.g. a generic endpoint's event header).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
     },
 }
 
@@ -133,6 +158,46 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::CheckConfig { config } => {
             let cfg = Config::load(&config)?;
             print_config(&cfg);
+            Ok(())
+        }
+        Command::Send {
+            config,
+            endpoint,
+            sample,
+            body,
+            url,
+            headers,
+        } => {
+            let cfg = Config::load(&config)?;
+            let opts = send::SendOptions {
+                endpoint,
+                sample,
+                body,
+                url,
+                headers,
+            };
+            let prepared = send::prepare(&cfg, &opts, std::time::SystemTime::now())?;
+            for note in &prepared.notes {
+                eprintln!("note: {note}");
+            }
+            println!(
+                "POST {} ({} bytes)",
+                prepared.display_url,
+                prepared.body.len()
+            );
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let answer = runtime.block_on(send::post(&prepared))?;
+            println!(
+                "{} in {:.1} ms",
+                answer.status,
+                answer.latency.as_secs_f64() * 1000.0
+            );
+            println!("{}", String::from_utf8_lossy(&answer.body));
+            if !answer.is_success() {
+                anyhow::bail!("the endpoint answered {}", answer.status);
+            }
             Ok(())
         }
     }

@@ -1,8 +1,269 @@
-//! generic: not yet modelled; every authenticated body is published as `generic.unrecognized`.
+//! The generic provider: a sender nobody wrote a module for, described entirely in TOML
+//! (`[endpoint.generic]`, with any scheme of `[endpoint.auth]`).
+//!
+//! - **Routing key** `{source}.{event}`. `source` defaults to the endpoint name. The event name
+//!   comes from `event_pointer` (a JSON pointer, tried first) or `event_header`; it is made a
+//!   valid routing-key part by [`routing_part`] (lowercase; `[a-z0-9_.-]` kept, anything else
+//!   becomes `_`; empty dot-separated words dropped). A body without an event name is published
+//!   as `{source}.unrecognized`, never dropped.
+//! - **Split**: with `split_pointer`, each element of that array is its own event with
+//!   `batch = {index, size}`; pointers are then looked up in the element first, then in the whole
+//!   body (so an event name next to the array applies to every element). If the pointer does not
+//!   lead to an array the whole body is published as unrecognized; an empty array is zero events.
+//! - **Ids**: `entity_id_pointer` gives `subject`/`entity_id`; the natural key is the value at
+//!   `id_pointer` when set and present, else a SHA-256 of the element's raw bytes, each prefixed
+//!   with the event name (a retry of the same request gets the same id either way).
+//!
+//! Generic events carry no canonical status (`status: null`): there is no table to map with.
 
-use super::{Event, Inbound, ParseError, Parsed, parse_json};
+use std::collections::HashMap;
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::{
+    Batch, Event, Inbound, MAX_EVENTS_PER_REQUEST, ParseError, Parsed, hash_hex, parse_json, str_at,
+};
+
+/// Longest event part of a routing key; AMQP routing keys stop at 255 bytes.
+const MAX_EVENT_LEN: usize = 200;
+
+/// Make a provider's event name a valid routing-key part: lowercase, `[a-z0-9_.-]` kept, every
+/// other character (including the topic wildcards `*` and `#`) replaced by `_`, and empty
+/// dot-separated words dropped. `None` when nothing is left.
+pub fn routing_part(event: &str) -> Option<String> {
+    let mapped: String = event
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut out = mapped
+        .split('.')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(".");
+    if out.len() > MAX_EVENT_LEN {
+        out.truncate(MAX_EVENT_LEN);
+        out = out.trim_end_matches('.').to_string();
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The raw JSON text at `pointer` (RFC 6901) inside `raw`, byte-exact. Each level is parsed as a
+/// map or array of raw values, so nothing is re-serialized.
+pub fn raw_at(raw: &RawValue, pointer: &str) -> Option<Box<RawValue>> {
+    if pointer.is_empty() {
+        return Some(raw.to_owned());
+    }
+    let rest = pointer.strip_prefix('/')?;
+    let mut current: Box<RawValue> = raw.to_owned();
+    for token in rest.split('/') {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        let text = current.get();
+        let next = match text.trim_start().as_bytes().first() {
+            Some(b'{') => {
+                let map: HashMap<String, &RawValue> = serde_json::from_str(text).ok()?;
+                map.get(&token).map(|v| (*v).to_owned())
+            }
+            Some(b'[') => {
+                if token.starts_with('+') || (token.starts_with('0') && token.len() > 1) {
+                    return None;
+                }
+                let index: usize = token.parse().ok()?;
+                let items: Vec<&RawValue> = serde_json::from_str(text).ok()?;
+                items.get(index).map(|v| (*v).to_owned())
+            }
+            _ => None,
+        }?;
+        current = next;
+    }
+    Some(current)
+}
 
 pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
-    let (raw, _value) = parse_json(inbound.body)?;
-    Ok(Parsed::Events(vec![Event::unrecognized("", raw)]))
+    let (raw, value) = parse_json(inbound.body)?;
+    let cfg = &inbound.endpoint.generic;
+    let header_event = cfg.event_header.as_deref().and_then(|name| {
+        inbound
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    });
+    let ctx = Context {
+        inbound,
+        body: &value,
+        header_event,
+    };
+    let Some(split) = cfg.split_pointer.as_deref().filter(|p| !p.is_empty()) else {
+        return Ok(Parsed::Events(vec![ctx.event(raw, &value, false)]));
+    };
+    let elements = match raw_at(&raw, split)
+        .and_then(|a| serde_json::from_str::<Vec<Box<RawValue>>>(a.get()).ok())
+    {
+        Some(elements) => elements,
+        None => return Ok(Parsed::Events(vec![Event::unrecognized("", raw)])),
+    };
+    let size = elements.len();
+    if size > MAX_EVENTS_PER_REQUEST {
+        return Err(ParseError::TooManyEvents(size));
+    }
+    let mut events = Vec::with_capacity(size);
+    for (index, element) in elements.into_iter().enumerate() {
+        let element_value: Value = serde_json::from_str(element.get()).unwrap_or(Value::Null);
+        let mut event = ctx.event(element, &element_value, true);
+        event.batch = Some(Batch { index, size });
+        events.push(event);
+    }
+    Ok(Parsed::Events(events))
+}
+
+struct Context<'a> {
+    inbound: &'a Inbound<'a>,
+    body: &'a Value,
+    header_event: Option<String>,
+}
+
+impl Context<'_> {
+    /// A string at `pointer` in the element, then (for split elements) in the whole body.
+    fn lookup(&self, element: &Value, pointer: Option<&str>, split: bool) -> Option<String> {
+        let pointer = pointer?;
+        str_at(element, pointer).or_else(|| {
+            if split {
+                str_at(self.body, pointer)
+            } else {
+                None
+            }
+        })
+    }
+
+    fn event(&self, raw: Box<RawValue>, element: &Value, split: bool) -> Event {
+        let cfg = &self.inbound.endpoint.generic;
+        let name = self
+            .lookup(element, cfg.event_pointer.as_deref(), split)
+            .filter(|n| !n.is_empty())
+            .or_else(|| self.header_event.clone());
+        let Some((name, kind)) = name.and_then(|n| routing_part(&n).map(|k| (n, k))) else {
+            return Event::unrecognized("", raw);
+        };
+        // The event name is part of the key: with `event_header`, two different events may
+        // carry the same body.
+        let key = match self.lookup(element, cfg.id_pointer.as_deref(), false) {
+            Some(id) => format!("{kind}:id:{id}"),
+            None => format!("{kind}:hash:{}", hash_hex(raw.get().as_bytes())),
+        };
+        let entity_id = self.lookup(element, cfg.entity_id_pointer.as_deref(), split);
+        let mut event = Event::new(name, kind, key, raw);
+        event.entity_id = entity_id;
+        event
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{GenericConfig, ProviderKind};
+    use crate::providers::testing::{endpoint, events};
+
+    fn generic(cfg: GenericConfig) -> crate::config::EndpointConfig {
+        let mut ep = endpoint(ProviderKind::Generic);
+        ep.generic = cfg;
+        ep
+    }
+
+    #[test]
+    fn routing_part_sanitizes() {
+        assert_eq!(routing_part("push").as_deref(), Some("push"));
+        assert_eq!(
+            routing_part("Invoice.Paid").as_deref(),
+            Some("invoice.paid")
+        );
+        assert_eq!(
+            routing_part("order created/#*").as_deref(),
+            Some("order_created___")
+        );
+        assert_eq!(routing_part("..a..b.").as_deref(), Some("a.b"));
+        assert_eq!(routing_part("é").as_deref(), Some("_"));
+        assert_eq!(routing_part("..."), None);
+        assert_eq!(routing_part(""), None);
+        assert!(routing_part(&"x".repeat(1000)).unwrap().len() <= MAX_EVENT_LEN);
+    }
+
+    #[test]
+    fn raw_at_is_byte_exact_and_follows_rfc6901() {
+        let raw: Box<RawValue> =
+            serde_json::from_str(r#"{"a/b":{"c~d":[ 1 , {"x" : true} ]}}"#).unwrap();
+        assert_eq!(
+            raw_at(&raw, "/a~1b/c~0d/1").unwrap().get(),
+            r#"{"x" : true}"#
+        );
+        assert_eq!(raw_at(&raw, "/a~1b/c~0d/0").unwrap().get(), "1");
+        assert!(raw_at(&raw, "/a~1b/c~0d/01").is_none());
+        assert!(raw_at(&raw, "/nope").is_none());
+        assert!(raw_at(&raw, "nope").is_none());
+        assert_eq!(raw_at(&raw, "").unwrap().get(), raw.get());
+    }
+
+    #[test]
+    fn event_from_pointer_or_header() {
+        let ep = generic(GenericConfig {
+            source: Some("acme".into()),
+            event_pointer: Some("/type".into()),
+            event_header: Some("x-event".into()),
+            entity_id_pointer: Some("/data/id".into()),
+            id_pointer: Some("/id".into()),
+            ..GenericConfig::default()
+        });
+        let ev = events(
+            &ep,
+            &[],
+            br#"{"id":"evt_1","type":"Invoice.Paid","data":{"id":42}}"#,
+        );
+        assert_eq!(ev[0].kind, "invoice.paid");
+        assert_eq!(ev[0].event, "Invoice.Paid");
+        assert_eq!(ev[0].entity_id.as_deref(), Some("42"));
+        assert_eq!(ev[0].natural_key, "invoice.paid:id:evt_1");
+        let ev = events(&ep, &[("x-event", "ping")], br#"{"zen":"ok"}"#);
+        assert_eq!(ev[0].kind, "ping");
+        assert!(ev[0].natural_key.starts_with("ping:hash:"));
+        let pong = events(&ep, &[("x-event", "pong")], br#"{"zen":"ok"}"#);
+        assert_ne!(
+            pong[0].natural_key, ev[0].natural_key,
+            "same body, other event"
+        );
+        assert!(events(&ep, &[], br#"{"zen":"ok"}"#)[0].is_unrecognized());
+        assert_eq!(events(&ep, &[], br##"{"type":"#"}"##)[0].kind, "_");
+        assert!(events(&ep, &[], br#"{"type":"..."}"#)[0].is_unrecognized());
+    }
+
+    #[test]
+    fn split_pointer_makes_one_event_per_element() {
+        let ep = generic(GenericConfig {
+            event_pointer: Some("/kind".into()),
+            split_pointer: Some("/events".into()),
+            entity_id_pointer: Some("/ref".into()),
+            ..GenericConfig::default()
+        });
+        let body =
+            br#"{"kind":"parcel.scan","events":[{"ref":"A"},{"ref":"B","kind":"parcel.lost"},7]}"#;
+        let ev = events(&ep, &[], body);
+        assert_eq!(ev.len(), 3);
+        assert_eq!(ev[0].kind, "parcel.scan");
+        assert_eq!(ev[0].entity_id.as_deref(), Some("A"));
+        assert_eq!(ev[1].kind, "parcel.lost");
+        assert_eq!(ev[2].kind, "parcel.scan");
+        assert_eq!(ev[2].payload.get(), "7");
+        assert_eq!(ev[1].batch, Some(Batch { index: 1, size: 3 }));
+        assert!(events(&ep, &[], br#"{"kind":"x","events":[]}"#).is_empty());
+        assert!(events(&ep, &[], br#"{"kind":"x","events":{}}"#)[0].is_unrecognized());
+        assert!(events(&ep, &[], br#"{"kind":"x"}"#)[0].is_unrecognized());
+    }
 }

@@ -1,8 +1,351 @@
-//! isendu: not yet modelled; every authenticated body is published as `isendu.unrecognized`.
+//! isendu store webhooks. Authentication is the secret token as the last path segment (done by
+//! the HTTP layer before this module runs). Two kinds of body arrive at the same URL:
+//!
+//! - the **URL handshake**, a body that is exactly `{"keyId": "<id>"}`: answered
+//!   `200 {"response": "<api_secret>"}` when the endpoint's `key_id` is unset or equal, and
+//!   publishing nothing. Without a configured `api_secret` the handshake is refused (401): the
+//!   only other secret we hold is the path token, which must never be echoed.
+//! - a **batch** `{"order":[…],"tracking":[…]}`: each element becomes its own event, orders
+//!   first then tracking, each in array order, with `batch = {index, size}` counted over the whole
+//!   request. Missing, `null` or empty arrays are fine (zero events). Keys other than `order` and
+//!   `tracking` next to them are ignored; a body with neither key (other than `{}`), or where one
+//!   of them is not an array, is published whole as `isendu.unrecognized`. An element that is
+//!   not an object becomes an unrecognized event of its own; the rest of the batch is unaffected.
+//!
+//! Routing: `order[i]` → `isendu.order.updated`, `tracking[i]` → `isendu.shipment.status_changed`.
+//! Natural key of an element: its `uuid` + `:` + SHA-256 of the element's raw bytes, so a retried
+//! batch yields the same ids while a new update of the same order or shipment yields a new one.
 
-use super::{Event, Inbound, ParseError, Parsed, parse_json};
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use subtle::ConstantTimeEq;
+
+use super::{
+    Batch, Event, Inbound, MAX_EVENTS_PER_REQUEST, ParseError, Parsed, Status, hash_hex,
+    parse_json, str_at,
+};
+
+/// Courier / order status → canonical status. isendu passes on its couriers' vocabulary, so the
+/// table covers the common spellings; matching ignores case and treats `-` and spaces as `_`.
+pub fn status(s: &str) -> Status {
+    let norm: String = s
+        .trim()
+        .chars()
+        .map(|c| match c {
+            '-' | ' ' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect();
+    match norm.as_str() {
+        "NEW" | "CREATED" | "PENDING" | "REGISTERED" | "INFO_RECEIVED" | "LABEL_CREATED"
+        | "PRE_TRANSIT" | "DATA_RECEIVED" => Status::Created,
+        "ON_HOLD" | "HELD" | "SUSPENDED" => Status::OnHold,
+        "PROCESSING" | "CONFIRMED" | "ACCEPTED" | "IN_PROGRESS" => Status::Processing,
+        "PACKED" => Status::Packed,
+        "READY_TO_SHIP" | "AWAITING_PICKUP" | "WAITING_FOR_CARRIER" | "READY_FOR_COURIER" => {
+            Status::ReadyForCarrier
+        }
+        "PICKED_UP" | "SHIPPED" | "IN_TRANSIT" | "TRANSIT" | "DEPARTED" | "ARRIVED" | "AT_HUB"
+        | "IN_TRANSIT_TO_HUB" => Status::InTransit,
+        "OUT_FOR_DELIVERY" | "IN_DELIVERY" | "ON_DELIVERY" => Status::OutForDelivery,
+        "READY_FOR_PICKUP" | "AVAILABLE_FOR_PICKUP" | "AT_PICKUP_POINT" | "IN_LOCKER" => {
+            Status::ReadyForPickup
+        }
+        "DELIVERED" => Status::Delivered,
+        "FAILED_ATTEMPT" | "ATTEMPT_FAIL" | "DELIVERY_FAILED" | "FAILED_DELIVERY"
+        | "NOT_DELIVERED" | "UNDELIVERED" => Status::DeliveryFailed,
+        "RETURNING" | "RETURN_TO_SENDER" | "IN_RETURN" | "RETURN_IN_TRANSIT" => Status::Returning,
+        "RETURNED" | "RETURNED_TO_SENDER" => Status::Returned,
+        "CANCELLED" | "CANCELED" | "DELETED" => Status::Cancelled,
+        // `giacenza`: held at the depot after a failed delivery, waiting for instructions.
+        "EXCEPTION" | "ERROR" | "LOST" | "DAMAGED" | "EXPIRED" | "GIACENZA" | "IN_GIACENZA" => {
+            Status::Exception
+        }
+        _ => Status::Unknown,
+    }
+}
+
+/// The batch body, with every element kept as raw bytes so `payload` is byte-exact.
+#[derive(Deserialize)]
+struct BatchBody {
+    #[serde(default)]
+    order: Option<Vec<Box<RawValue>>>,
+    #[serde(default)]
+    tracking: Option<Vec<Box<RawValue>>>,
+}
 
 pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
-    let (raw, _value) = parse_json(inbound.body)?;
-    Ok(Parsed::Events(vec![Event::unrecognized("", raw)]))
+    let (raw, value) = parse_json(inbound.body)?;
+    let Value::Object(map) = &value else {
+        return Ok(Parsed::Events(vec![Event::unrecognized("", raw)]));
+    };
+    if map.len() == 1
+        && let Some(key_id) = map.get("keyId")
+    {
+        return handshake(inbound, key_id);
+    }
+    if !map.is_empty() && !map.contains_key("order") && !map.contains_key("tracking") {
+        return Ok(Parsed::Events(vec![Event::unrecognized("", raw)]));
+    }
+    let Ok(batch) = serde_json::from_str::<BatchBody>(raw.get()) else {
+        return Ok(Parsed::Events(vec![Event::unrecognized("", raw)]));
+    };
+    let orders = batch.order.unwrap_or_default();
+    let tracking = batch.tracking.unwrap_or_default();
+    let size = orders.len() + tracking.len();
+    // Refuse an oversized batch before building thousands of events.
+    if size > MAX_EVENTS_PER_REQUEST {
+        return Err(ParseError::TooManyEvents(size));
+    }
+    let mut events = Vec::with_capacity(size);
+    for element in orders {
+        events.push(order_event(element));
+    }
+    for element in tracking {
+        events.push(tracking_event(element));
+    }
+    for (index, event) in events.iter_mut().enumerate() {
+        event.batch = Some(Batch { index, size });
+    }
+    Ok(Parsed::Events(events))
+}
+
+fn handshake(inbound: &Inbound<'_>, key_id: &Value) -> Result<Parsed, ParseError> {
+    let Value::String(given) = key_id else {
+        return Err(ParseError::HandshakeRefused);
+    };
+    let endpoint = inbound.endpoint;
+    let key_ok = match &endpoint.key_id {
+        Some(expected) => bool::from(expected.as_bytes().ct_eq(given.as_bytes())),
+        None => true,
+    };
+    match (&endpoint.api_secret, key_ok) {
+        (Some(secret), true) => {
+            let reply = serde_json::json!({ "response": secret.expose() }).to_string();
+            Ok(Parsed::Reply(reply.into_bytes()))
+        }
+        _ => Err(ParseError::HandshakeRefused),
+    }
+}
+
+/// The element as a value, when it is an object; `None` makes it unrecognized.
+fn object(element: &RawValue) -> Option<Value> {
+    serde_json::from_str::<Value>(element.get())
+        .ok()
+        .filter(Value::is_object)
+}
+
+fn natural_key(uuid: Option<&str>, element: &RawValue) -> String {
+    format!(
+        "{}:{}",
+        uuid.unwrap_or(""),
+        hash_hex(element.get().as_bytes())
+    )
+}
+
+fn order_event(element: Box<RawValue>) -> Event {
+    let Some(value) = object(&element) else {
+        return Event::unrecognized("order", element);
+    };
+    let uuid = str_at(&value, "/uuid");
+    let key = natural_key(uuid.as_deref(), &element);
+    let mut event = Event::new("order", "order.updated", key, element);
+    event.entity = Some("order".into());
+    event.entity_id = uuid.or_else(|| str_at(&value, "/reference"));
+    if let Some(s) = str_at(&value, "/status") {
+        event.status = Some(status(&s));
+        event.provider_status = Some(s);
+    }
+    event.tracking_number = str_at(&value, "/trackingNumber");
+    event.tracking_url = str_at(&value, "/trackingUrl");
+    event.occurred_at = str_at(&value, "/updatedAt").or_else(|| str_at(&value, "/updated_at"));
+    event
+}
+
+fn tracking_event(element: Box<RawValue>) -> Event {
+    let Some(value) = object(&element) else {
+        return Event::unrecognized("tracking", element);
+    };
+    let uuid = str_at(&value, "/uuid");
+    let key = natural_key(uuid.as_deref(), &element);
+    let last_step = value
+        .get("steps")
+        .and_then(Value::as_array)
+        .and_then(|steps| steps.last());
+    let provider_status = str_at(&value, "/status")
+        .or_else(|| last_step.and_then(|s| str_at(s, "/status")))
+        .filter(|s| !s.is_empty());
+    let delivered = matches!(value.get("delivered"), Some(Value::Bool(true)))
+        || matches!(value.get("delivered"), Some(Value::String(s)) if s.eq_ignore_ascii_case("true"));
+    let mut event = Event::new("tracking", "shipment.status_changed", key, element);
+    event.entity = Some("shipment".into());
+    event.tracking_number = str_at(&value, "/trackingNumber");
+    event.entity_id = uuid.or_else(|| event.tracking_number.clone());
+    event.tracking_url = str_at(&value, "/trackingUrl");
+    event.status = Some(if delivered {
+        Status::Delivered
+    } else {
+        provider_status.as_deref().map_or(Status::Unknown, status)
+    });
+    event.provider_status = provider_status;
+    if let Some(step) = last_step {
+        event.location = step
+            .get("location")
+            .filter(|l| !l.is_null() && l.as_str() != Some(""))
+            .cloned();
+        event.occurred_at = str_at(step, "/timestamp")
+            .or_else(|| str_at(step, "/datetime"))
+            .filter(|s| !s.is_empty());
+    }
+    event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ProviderKind, Secret};
+    use crate::providers::testing::{endpoint, events};
+    use crate::providers::{Inbound, samples};
+
+    fn isendu() -> crate::config::EndpointConfig {
+        let mut ep = endpoint(ProviderKind::Isendu);
+        ep.key_id = Some("key-1".into());
+        ep.api_secret = Some(Secret::new("api-secret-1"));
+        ep
+    }
+
+    fn parse_body(ep: &crate::config::EndpointConfig, body: &[u8]) -> Result<Parsed, ParseError> {
+        let headers = http::HeaderMap::new();
+        crate::providers::parse(&Inbound {
+            endpoint: ep,
+            headers: &headers,
+            body,
+        })
+    }
+
+    #[test]
+    fn status_table_maps_courier_vocabulary() {
+        for (s, want) in [
+            ("IN_TRANSIT", Status::InTransit),
+            ("in transit", Status::InTransit),
+            ("Out-For-Delivery", Status::OutForDelivery),
+            ("DELIVERED", Status::Delivered),
+            ("delivered", Status::Delivered),
+            ("EXCEPTION", Status::Exception),
+            ("RETURNED", Status::Returned),
+            ("RETURN_TO_SENDER", Status::Returning),
+            ("FAILED_ATTEMPT", Status::DeliveryFailed),
+            ("AVAILABLE_FOR_PICKUP", Status::ReadyForPickup),
+            ("INFO_RECEIVED", Status::Created),
+            ("processing", Status::Processing),
+            ("CANCELED", Status::Cancelled),
+            ("TELEPORTED", Status::Unknown),
+            ("", Status::Unknown),
+        ] {
+            assert_eq!(status(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn handshake_answers_the_api_secret_only_for_the_right_key() {
+        let ep = isendu();
+        match parse_body(&ep, br#"{"keyId": "key-1"}"#).unwrap() {
+            Parsed::Reply(r) => assert_eq!(r, br#"{"response":"api-secret-1"}"#),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse_body(&ep, br#"{"keyId": "key-2"}"#).unwrap_err(),
+            ParseError::HandshakeRefused
+        );
+        assert_eq!(
+            parse_body(&ep, br#"{"keyId": 1}"#).unwrap_err(),
+            ParseError::HandshakeRefused
+        );
+        let mut open = isendu();
+        open.key_id = None;
+        assert!(matches!(
+            parse_body(&open, br#"{"keyId": "anything"}"#).unwrap(),
+            Parsed::Reply(_)
+        ));
+        let mut no_secret = isendu();
+        no_secret.api_secret = None;
+        assert_eq!(
+            parse_body(&no_secret, br#"{"keyId": "key-1"}"#).unwrap_err(),
+            ParseError::HandshakeRefused
+        );
+    }
+
+    #[test]
+    fn sample_batch_splits_orders_then_tracking() {
+        let ev = events(&isendu(), &[], samples::ISENDU_BATCH);
+        assert_eq!(ev.len(), 3);
+        assert_eq!(ev[0].kind, "order.updated");
+        assert_eq!(
+            ev[0].entity_id.as_deref(),
+            Some("8a3f9c1e-2b7d-4c5a-9e61-0f4b2d8c7a10")
+        );
+        assert_eq!(ev[0].batch, Some(Batch { index: 0, size: 3 }));
+        assert_eq!(ev[1].kind, "shipment.status_changed");
+        assert_eq!(ev[1].status, Some(Status::InTransit));
+        assert_eq!(ev[1].provider_status.as_deref(), Some("IN_TRANSIT"));
+        assert_eq!(ev[1].tracking_number.as_deref(), Some("1Z999AA10123456784"));
+        assert_eq!(ev[1].location, Some(Value::String("Milano".into())));
+        assert_eq!(ev[1].occurred_at.as_deref(), Some("2026-05-09T08:15:00Z"));
+        assert_eq!(ev[2].status, Some(Status::Delivered));
+        assert_eq!(ev[2].batch, Some(Batch { index: 2, size: 3 }));
+        assert!(
+            ev[2]
+                .natural_key
+                .starts_with("0e6b2f93-7c1a-4d8e-a5f2-3b9c6d1e8f47:")
+        );
+        // Payload is the element's raw text, byte for byte.
+        let text = std::str::from_utf8(samples::ISENDU_BATCH).unwrap();
+        assert!(text.contains(ev[1].payload.get()));
+    }
+
+    #[test]
+    fn delivered_flag_forces_delivered() {
+        let body = br#"{"tracking":[{"uuid":"t1","status":"IN_TRANSIT","delivered":true}]}"#;
+        let ev = events(&isendu(), &[], body);
+        assert_eq!(ev[0].status, Some(Status::Delivered));
+        assert_eq!(ev[0].provider_status.as_deref(), Some("IN_TRANSIT"));
+    }
+
+    #[test]
+    fn empty_missing_and_odd_bodies() {
+        let ep = isendu();
+        assert!(events(&ep, &[], br#"{"order":[],"tracking":[]}"#).is_empty());
+        assert!(events(&ep, &[], br#"{"order":[]}"#).is_empty());
+        assert!(events(&ep, &[], br#"{}"#).is_empty());
+        assert!(events(&ep, &[], br#"{"tracking":null}"#).is_empty());
+        assert!(events(&ep, &[], br#"{"hello":1}"#)[0].is_unrecognized());
+        assert!(events(&ep, &[], br#"{"order":{"uuid":"x"}}"#)[0].is_unrecognized());
+        assert!(events(&ep, &[], br#"[1,2]"#)[0].is_unrecognized());
+        // A non-object element is unrecognized on its own; its neighbours are not.
+        let ev = events(&ep, &[], br#"{"order":[42,{"uuid":"o1"}]}"#);
+        assert_eq!(ev.len(), 2);
+        assert!(ev[0].is_unrecognized());
+        assert_eq!(ev[0].payload.get(), "42");
+        assert_eq!(ev[0].batch, Some(Batch { index: 0, size: 2 }));
+        assert_eq!(ev[1].kind, "order.updated");
+        let huge = format!(
+            "{{\"order\":[{}{{}}]}}",
+            "{},".repeat(MAX_EVENTS_PER_REQUEST)
+        );
+        assert!(matches!(
+            parse_body(&ep, huge.as_bytes()),
+            Err(ParseError::TooManyEvents(n)) if n == MAX_EVENTS_PER_REQUEST + 1
+        ));
+    }
+
+    #[test]
+    fn natural_key_changes_with_content_not_with_retry() {
+        let ep = isendu();
+        let a = events(&ep, &[], br#"{"order":[{"uuid":"o1","status":"new"}]}"#);
+        let b = events(&ep, &[], br#"{"order":[{"uuid":"o1","status":"new"}]}"#);
+        let c = events(&ep, &[], br#"{"order":[{"uuid":"o1","status":"shipped"}]}"#);
+        assert_eq!(a[0].natural_key, b[0].natural_key);
+        assert_ne!(a[0].natural_key, c[0].natural_key);
+    }
 }

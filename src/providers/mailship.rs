@@ -1,8 +1,341 @@
-//! mailship: not yet modelled; every authenticated body is published as `mailship.unrecognized`.
+//! Mailship webhooks. Mailship documents no signature scheme, so the default is a secret token as
+//! the last path segment (Basic auth can be configured instead). One event per request, of five
+//! kinds. Each is recognised by its payload shape, or fixed per endpoint with
+//! `event = "<name>"` when Mailship is set up to send one event type to one URL:
+//!
+//! | `event` name        | shape (besides `id`)           | routing key                              | entity id      |
+//! |---------------------|--------------------------------|------------------------------------------|----------------|
+//! | `expedition_status` | `status` + `orderNumber`       | `mailship.order.status_changed`          | `orderNumber`  |
+//! | `expedition_booked` | `orderNumber`, no `status`     | `mailship.order.stock_booked`            | `orderNumber`  |
+//! | `product_stock`     | `changes` + `productId`        | `mailship.product.stock_changed`         | `productSku`*  |
+//! | `product_change`    | `productSku`/`internalSku`     | `mailship.product.updated`               | `productSku`*  |
+//! | `stock_advice`      | `newStatus`                    | `mailship.stock_advice.status_changed`   | `internalId`   |
+//!
+//! \* `productSku`, else `internalSku`, else `productId`: the same product gets the same subject in
+//! both product events. Stock and product events have `status: null`; a stock change carries
+//! Mailship's `changes` (before/after/delta per quantity) in `data.changes`.
+//!
+//! Natural key: Mailship's `id` (documented as the id of the update event). For the two status
+//! events the new status is appended: should `id` ever turn out to be the expedition's or advice's
+//! own id, a later status change still gets a new envelope id instead of being taken for a retry.
+//! A body without `id`, or that fits no shape, is published as `mailship.unrecognized`.
 
-use super::{Event, Inbound, ParseError, Parsed, parse_json};
+use serde_json::{Map, Value};
+
+use super::{Event, Inbound, ParseError, Parsed, Status, parse_json, str_at};
+
+/// The five Mailship webhook events; the names are the accepted values of an endpoint's `event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailshipEvent {
+    ExpeditionStatus,
+    ExpeditionBooked,
+    ProductStock,
+    ProductChange,
+    StockAdvice,
+}
+
+impl MailshipEvent {
+    pub const ALL: [Self; 5] = [
+        Self::ExpeditionStatus,
+        Self::ExpeditionBooked,
+        Self::ProductStock,
+        Self::ProductChange,
+        Self::StockAdvice,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ExpeditionStatus => "expedition_status",
+            Self::ExpeditionBooked => "expedition_booked",
+            Self::ProductStock => "product_stock",
+            Self::ProductChange => "product_change",
+            Self::StockAdvice => "stock_advice",
+        }
+    }
+
+    /// Parse an endpoint's `event` setting.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.name() == name)
+    }
+
+    /// `entity.action` of the routing key.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::ExpeditionStatus => "order.status_changed",
+            Self::ExpeditionBooked => "order.stock_booked",
+            Self::ProductStock => "product.stock_changed",
+            Self::ProductChange => "product.updated",
+            Self::StockAdvice => "stock_advice.status_changed",
+        }
+    }
+
+    fn entity(self) -> &'static str {
+        match self {
+            Self::ExpeditionStatus | Self::ExpeditionBooked => "order",
+            Self::ProductStock | Self::ProductChange => "product",
+            Self::StockAdvice => "stock_advice",
+        }
+    }
+
+    /// Recognise the event by the fields present.
+    fn by_shape(v: &Map<String, Value>) -> Option<Self> {
+        if v.contains_key("newStatus") {
+            Some(Self::StockAdvice)
+        } else if v.contains_key("changes") {
+            Some(Self::ProductStock)
+        } else if v.contains_key("orderNumber") {
+            if v.contains_key("status") {
+                Some(Self::ExpeditionStatus)
+            } else {
+                Some(Self::ExpeditionBooked)
+            }
+        } else if v.contains_key("productSku") || v.contains_key("internalSku") {
+            Some(Self::ProductChange)
+        } else {
+            None
+        }
+    }
+}
+
+/// Expedition (order) status → canonical status (Mailship "expedition statuses").
+pub fn expedition_status(s: &str) -> Status {
+    match s {
+        "incorrect" => Status::Exception,
+        "waiting_for_goods" | "stock_ok" | "on_hold" => Status::OnHold,
+        "awaiting_processing" | "awaiting_reservation" => Status::Created,
+        "take_out" => Status::Processing,
+        "completion" => Status::Packed,
+        "waiting_for_the_carrier" => Status::ReadyForCarrier,
+        "ready_to_takeover" => Status::ReadyForPickup,
+        "carrier_picked_up" => Status::InTransit,
+        "delivered" => Status::Delivered,
+        "returning" => Status::Returning,
+        "returned" => Status::Returned,
+        "canceled" | "cancelled" => Status::Cancelled,
+        _ => Status::Unknown,
+    }
+}
+
+/// Stock advice (inbound delivery to the warehouse) status → canonical status. `waiting`
+/// ("awaiting inbound") means the goods are on their way; `finished` and `closed` mean they are
+/// in stock.
+pub fn stock_advice_status(s: &str) -> Status {
+    match s {
+        "new" => Status::Created,
+        "incorrect" => Status::Exception,
+        "waiting" => Status::InTransit,
+        "in_progress" | "partially_finished" => Status::Processing,
+        "finished" | "closed" => Status::Restocked,
+        "canceled" | "cancelled" => Status::Cancelled,
+        _ => Status::Unknown,
+    }
+}
 
 pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
-    let (raw, _value) = parse_json(inbound.body)?;
-    Ok(Parsed::Events(vec![Event::unrecognized("", raw)]))
+    let (raw, value) = parse_json(inbound.body)?;
+    let fixed = inbound.endpoint.event.as_deref();
+    let (Value::Object(map), Some(id)) = (&value, str_at(&value, "/id")) else {
+        return Ok(Parsed::Events(vec![Event::unrecognized(
+            fixed.unwrap_or(""),
+            raw,
+        )]));
+    };
+    let kind = match fixed {
+        Some(name) => MailshipEvent::from_name(name),
+        None => MailshipEvent::by_shape(map),
+    };
+    let Some(kind) = kind else {
+        return Ok(Parsed::Events(vec![Event::unrecognized(
+            fixed.unwrap_or(""),
+            raw,
+        )]));
+    };
+    let entity_id = match kind {
+        MailshipEvent::ExpeditionStatus | MailshipEvent::ExpeditionBooked => {
+            str_at(&value, "/orderNumber")
+        }
+        MailshipEvent::ProductStock | MailshipEvent::ProductChange => str_at(&value, "/productSku")
+            .or_else(|| str_at(&value, "/internalSku"))
+            .or_else(|| str_at(&value, "/productId")),
+        MailshipEvent::StockAdvice => str_at(&value, "/internalId"),
+    };
+    let provider_status = match kind {
+        MailshipEvent::ExpeditionStatus => str_at(&value, "/status"),
+        MailshipEvent::StockAdvice => str_at(&value, "/newStatus"),
+        _ => None,
+    };
+    let natural_key = match &provider_status {
+        Some(s) => format!("{id}:{s}"),
+        None => id,
+    };
+    let mut event = Event::new(kind.name(), kind.kind(), natural_key, raw);
+    event.entity = Some(kind.entity().into());
+    event.entity_id = entity_id;
+    event.status = match kind {
+        MailshipEvent::ExpeditionStatus => Some(
+            provider_status
+                .as_deref()
+                .map_or(Status::Unknown, expedition_status),
+        ),
+        MailshipEvent::StockAdvice => Some(
+            provider_status
+                .as_deref()
+                .map_or(Status::Unknown, stock_advice_status),
+        ),
+        _ => None,
+    };
+    event.provider_status = provider_status;
+    event.occurred_at = str_at(&value, "/timestamp");
+    if kind == MailshipEvent::ProductStock
+        && let Some(changes) = map.get("changes")
+    {
+        let mut extra = Map::new();
+        extra.insert("changes".into(), changes.clone());
+        event.extra = Some(extra);
+    }
+    Ok(Parsed::Events(vec![event]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProviderKind;
+    use crate::providers::samples;
+    use crate::providers::testing::{endpoint, events};
+
+    #[test]
+    fn expedition_status_table() {
+        for (s, want) in [
+            ("incorrect", Status::Exception),
+            ("waiting_for_goods", Status::OnHold),
+            ("stock_ok", Status::OnHold),
+            ("on_hold", Status::OnHold),
+            ("awaiting_processing", Status::Created),
+            ("awaiting_reservation", Status::Created),
+            ("take_out", Status::Processing),
+            ("completion", Status::Packed),
+            ("waiting_for_the_carrier", Status::ReadyForCarrier),
+            ("ready_to_takeover", Status::ReadyForPickup),
+            ("carrier_picked_up", Status::InTransit),
+            ("delivered", Status::Delivered),
+            ("returning", Status::Returning),
+            ("returned", Status::Returned),
+            ("canceled", Status::Cancelled),
+            ("vanished", Status::Unknown),
+        ] {
+            assert_eq!(expedition_status(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn stock_advice_status_table() {
+        for (s, want) in [
+            ("new", Status::Created),
+            ("incorrect", Status::Exception),
+            ("waiting", Status::InTransit),
+            ("in_progress", Status::Processing),
+            ("partially_finished", Status::Processing),
+            ("finished", Status::Restocked),
+            ("canceled", Status::Cancelled),
+            ("closed", Status::Restocked),
+            ("lost", Status::Unknown),
+        ] {
+            assert_eq!(stock_advice_status(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn every_sample_is_recognised_by_shape() {
+        let ep = endpoint(ProviderKind::Mailship);
+        for (body, kind, entity_id, status) in [
+            (
+                samples::MAILSHIP_EXPEDITION_STATUS,
+                "order.status_changed",
+                "testOrder1",
+                Some(Status::ReadyForCarrier),
+            ),
+            (
+                samples::MAILSHIP_EXPEDITION_BOOKED,
+                "order.stock_booked",
+                "testOrder2",
+                None,
+            ),
+            (
+                samples::MAILSHIP_PRODUCT_STOCK,
+                "product.stock_changed",
+                "testProduct1",
+                None,
+            ),
+            (
+                samples::MAILSHIP_PRODUCT_CHANGE,
+                "product.updated",
+                "8595717724834",
+                None,
+            ),
+            (
+                samples::MAILSHIP_STOCK_ADVICE,
+                "stock_advice.status_changed",
+                "testStockAdvice1",
+                Some(Status::Processing),
+            ),
+        ] {
+            let ev = events(&ep, &[], body);
+            assert_eq!(ev.len(), 1);
+            assert_eq!(ev[0].kind, kind);
+            assert_eq!(ev[0].entity_id.as_deref(), Some(entity_id), "{kind}");
+            assert_eq!(ev[0].status, status, "{kind}");
+            assert!(ev[0].occurred_at.is_some());
+        }
+    }
+
+    #[test]
+    fn stock_change_carries_changes_and_fixed_event_overrides_shape() {
+        let ep = endpoint(ProviderKind::Mailship);
+        let ev = events(&ep, &[], samples::MAILSHIP_PRODUCT_STOCK);
+        let extra = ev[0].extra.as_ref().unwrap();
+        assert_eq!(extra["changes"]["quantity"]["delta"], -1);
+        assert_eq!(
+            ev[0].natural_key, "3f42bed9-d65a-41f5-8333-464cc91e5b4c",
+            "Mailship id"
+        );
+
+        let mut fixed = endpoint(ProviderKind::Mailship);
+        fixed.event = Some("expedition_booked".into());
+        let ev = events(&fixed, &[], samples::MAILSHIP_EXPEDITION_STATUS);
+        assert_eq!(ev[0].kind, "order.stock_booked");
+        assert_eq!(ev[0].status, None);
+    }
+
+    #[test]
+    fn config_accepts_only_known_event_names() {
+        let toml = |event: &str| {
+            format!(
+                "[amqp]\nurls = ['amqp://127.0.0.1']\n[[endpoint]]\nname = 'm'\nprovider = 'mailship'\n\
+                 path = '/m'\nsecret = 'tok'\nevent = '{event}'\n"
+            )
+        };
+        for e in MailshipEvent::ALL {
+            assert!(crate::config::Config::from_toml(&toml(e.name())).is_ok());
+        }
+        let err = crate::config::Config::from_toml(&toml("expedition"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("endpoint[0].event") && err.contains("stock_advice"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_shapes_are_unrecognized() {
+        let ep = endpoint(ProviderKind::Mailship);
+        assert!(events(&ep, &[], br#"{"id":"x","what":1}"#)[0].is_unrecognized());
+        assert!(
+            events(&ep, &[], br#"{"orderNumber":"o","status":"delivered"}"#)[0].is_unrecognized()
+        );
+        assert!(events(&ep, &[], br#"[1]"#)[0].is_unrecognized());
+        let mut bad = endpoint(ProviderKind::Mailship);
+        bad.event = Some("nonsense".into());
+        assert!(events(&bad, &[], samples::MAILSHIP_EXPEDITION_STATUS)[0].is_unrecognized());
+    }
 }

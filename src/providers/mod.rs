@@ -288,7 +288,16 @@ pub mod testing {
 /// The routing keys an endpoint can produce, for `check-config`.
 pub fn routing_keys(endpoint: &EndpointConfig) -> Vec<String> {
     let p = provider_name(endpoint);
+    let fixed_mailship = endpoint
+        .event
+        .as_deref()
+        .and_then(mailship::MailshipEvent::from_name)
+        .filter(|_| endpoint.provider == ProviderKind::Mailship)
+        .map(|e| [e.kind()]);
     let kinds: &[&str] = match endpoint.provider {
+        ProviderKind::Mailship if fixed_mailship.is_some() => {
+            fixed_mailship.as_ref().map_or(&[], |k| k.as_slice())
+        }
         ProviderKind::Modexpress | ProviderKind::Wegocod => &["order.status_changed"],
         ProviderKind::Peddler => &["shipment.status_changed"],
         ProviderKind::Isendu => &["order.updated", "shipment.status_changed"],

@@ -18,6 +18,10 @@ pub const MAILSHIP_EXPEDITION_BOOKED: &[u8] = sample!("mailship/expedition_booke
 pub const MAILSHIP_PRODUCT_STOCK: &[u8] = sample!("mailship/product_stock.json");
 pub const MAILSHIP_PRODUCT_CHANGE: &[u8] = sample!("mailship/product_change.json");
 pub const MAILSHIP_STOCK_ADVICE: &[u8] = sample!("mailship/stock_advice.json");
+/// GitHub-style push (event name in `X-GitHub-Event`), for generic endpoints.
+pub const GENERIC_GITHUB_PUSH: &[u8] = sample!("generic/github_push.json");
+/// A Standard Webhooks style event (`type` in the body), for generic endpoints.
+pub const GENERIC_INVOICE_PAID: &[u8] = sample!("generic/invoice_paid.json");
 
 /// A named sample of one provider.
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +87,16 @@ pub const ALL: &[Sample] = &[
         provider: "mailship",
         name: "stock_advice",
         body: MAILSHIP_STOCK_ADVICE,
+    },
+    Sample {
+        provider: "generic",
+        name: "invoice_paid",
+        body: GENERIC_INVOICE_PAID,
+    },
+    Sample {
+        provider: "generic",
+        name: "github_push",
+        body: GENERIC_GITHUB_PUSH,
     },
 ];
 
