@@ -658,7 +658,6 @@ async fn isendu_batch_larger_than_max_body_is_413_and_nothing_published() {
 }
 
 #[tokio::test]
-#[ignore = "needs the isendu batch parser (one event per element); the current parser publishes the whole body as one unrecognized event"]
 async fn isendu_batch_over_the_event_limit_is_refused_and_nothing_published() {
     broker_available().await;
     let bridge = Bridge::start().await;
