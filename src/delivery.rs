@@ -23,10 +23,11 @@ use crate::spool::{Spool, SpoolError};
 /// What became of a request's messages; the HTTP layer maps it to a status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Every message confirmed by the broker (or, for some, already durable: see `Duplicate`).
-    Accepted(usize),
-    /// Every message fsync'd to the local spool; published later.
-    Spooled(usize),
+    /// Every new message confirmed by the broker; `duplicates` more were already durable
+    /// within the dedup window and were not published again.
+    Accepted { published: usize, duplicates: usize },
+    /// Every new message fsync'd to the local spool (published later); `duplicates` as above.
+    Spooled { spooled: usize, duplicates: usize },
     /// Every message was made durable within the dedup window already; nothing published.
     Duplicate(usize),
     /// Nothing durable: the provider must retry.
@@ -93,29 +94,42 @@ impl Delivery {
     ///
     /// Events already made durable within the dedup window are not published again; if the
     /// whole request is such a repeat the answer is [`Outcome::Duplicate`].
-    pub async fn deliver(&self, messages: &[Message], deadline: Instant) -> Outcome {
+    ///
+    /// `duplicate[i]` says whether `messages[i]` was already made durable within the dedup window
+    /// (from [`Delivery::duplicates`]); those are not published again.
+    pub async fn deliver(
+        &self,
+        messages: &[Message],
+        duplicate: &[bool],
+        deadline: Instant,
+    ) -> Outcome {
         let total = messages.len();
+        let duplicates = duplicate.iter().filter(|&&d| d).count();
+        if duplicates > 0 && duplicates == total {
+            return Outcome::Duplicate(total);
+        }
+        // Copy only in the rare mixed case; a request without repeats is published as it is.
         let fresh: Vec<Message>;
-        let messages = match &self.dedup {
-            Some(d) => {
-                fresh = messages
-                    .iter()
-                    .filter(|m| !d.contains(&m.id))
-                    .cloned()
-                    .collect();
-                if fresh.is_empty() && total > 0 {
-                    return Outcome::Duplicate(total);
-                }
-                &fresh[..]
-            }
-            None => messages,
+        let messages = if duplicates == 0 {
+            messages
+        } else {
+            fresh = messages
+                .iter()
+                .zip(duplicate)
+                .filter(|(_, d)| !**d)
+                .map(|(m, _)| m.clone())
+                .collect();
+            &fresh[..]
         };
 
         let publish_deadline = deadline.checked_sub(self.spool_reserve).unwrap_or(deadline);
         let err = match self.publisher.publish(messages, publish_deadline).await {
             Ok(()) => {
                 self.remember(messages);
-                return Outcome::Accepted(total);
+                return Outcome::Accepted {
+                    published: messages.len(),
+                    duplicates,
+                };
             }
             Err(e) => e,
         };
@@ -130,7 +144,10 @@ impl Delivery {
             Ok(Ok(())) => {
                 warn!(error = %err, events = messages.len(), "publish failed; events spooled");
                 self.remember(messages);
-                Outcome::Spooled(total)
+                Outcome::Spooled {
+                    spooled: messages.len(),
+                    duplicates,
+                }
             }
             Ok(Err(e)) => {
                 let reason = match e {
@@ -156,6 +173,14 @@ impl Delivery {
                     retry_after: RETRY_AFTER,
                 }
             }
+        }
+    }
+
+    /// For each message, whether its id was already made durable within the dedup window.
+    pub fn duplicates(&self, messages: &[Message]) -> Vec<bool> {
+        match &self.dedup {
+            Some(d) => messages.iter().map(|m| d.contains(&m.id)).collect(),
+            None => vec![false; messages.len()],
         }
     }
 

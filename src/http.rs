@@ -512,30 +512,50 @@ async fn process(
         }
     }
 
-    let outcome = state.delivery.deliver(&messages, deadline).await;
+    let duplicate = state.delivery.duplicates(&messages);
+    let outcome = state
+        .delivery
+        .deliver(&messages, &duplicate, deadline)
+        .await;
+    let with_duplicates = |key: &str, n: usize, d: usize| {
+        if d == 0 {
+            format!("{{\"{key}\":{n}}}")
+        } else {
+            format!("{{\"{key}\":{n},\"duplicates\":{d}}}")
+        }
+    };
     let (event_outcome, result) = match outcome {
-        Outcome::Accepted(n) => (
+        Outcome::Accepted {
+            published,
+            duplicates,
+        } => (
             "published",
             (
                 RequestOutcome::Accepted,
-                json_response(StatusCode::OK, format!("{{\"accepted\":{n}}}")),
+                json_response(
+                    StatusCode::OK,
+                    with_duplicates("accepted", published, duplicates),
+                ),
             ),
         ),
-        Outcome::Spooled(n) => (
+        Outcome::Spooled {
+            spooled,
+            duplicates,
+        } => (
             "spooled",
             (
                 RequestOutcome::Spooled,
-                json_response(StatusCode::OK, format!("{{\"spooled\":{n}}}")),
+                json_response(
+                    StatusCode::OK,
+                    with_duplicates("spooled", spooled, duplicates),
+                ),
             ),
         ),
         Outcome::Duplicate(n) => (
             "duplicate",
             (
                 RequestOutcome::Accepted,
-                json_response(
-                    StatusCode::OK,
-                    format!("{{\"accepted\":0,\"duplicates\":{n}}}"),
-                ),
+                json_response(StatusCode::OK, with_duplicates("accepted", 0, n)),
             ),
         ),
         Outcome::Unavailable { retry_after } => (
@@ -543,11 +563,16 @@ async fn process(
             (RequestOutcome::Unavailable, unavailable(retry_after)),
         ),
     };
-    for m in &messages {
+    for (m, &dup) in messages.iter().zip(&duplicate) {
+        let label = if dup && event_outcome != "failed" {
+            "duplicate"
+        } else {
+            event_outcome
+        };
         state
             .metrics
             .events_total
-            .with_label_values(&[provider, &m.routing_key, event_outcome])
+            .with_label_values(&[provider, &m.routing_key, label])
             .inc();
     }
     result

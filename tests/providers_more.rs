@@ -737,3 +737,42 @@ entity_id_pointer = "/order/reference"
         }
     }
 }
+
+#[tokio::test]
+async fn isendu_batch_repeating_some_elements_publishes_only_the_new_ones() {
+    broker_available().await;
+    let bridge = Bridge::start().await;
+    let mut q = bridge.consumer("isendu.#").await;
+    let path = isendu_path();
+    let first = json!({"tracking": [tracking(1), tracking(2)]});
+    let (status, body) = post_json(&bridge, &path, first.to_string().as_bytes()).await;
+    assert_eq!((status, body), (200, json!({"accepted": 2})));
+    assert_eq!(q.take(2, WAIT).await.len(), 2);
+
+    // isendu re-sends two known updates together with a new one.
+    let second = json!({"tracking": [tracking(1), tracking(2), tracking(3)]});
+    let (status, body) = post_json(&bridge, &path, second.to_string().as_bytes()).await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"accepted": 1, "duplicates": 2}))
+    );
+    let m = q.next(WAIT).await.expect("the new element");
+    assert_eq!(m.body["subject"], "trk-003");
+    q.expect_none(QUIET).await;
+
+    let metrics = bridge.metrics().await;
+    let line = |outcome: &str| {
+        format!(
+            "webhook_bridge_events_total{{outcome=\"{outcome}\",provider=\"isendu\",type=\"isendu.shipment.status_changed\"}} "
+        )
+    };
+    let value = |outcome: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line(outcome)))
+            .map(str::to_string)
+    };
+    assert_eq!(value("published").as_deref(), Some("3"), "{metrics}");
+    assert_eq!(value("duplicate").as_deref(), Some("2"), "{metrics}");
+    bridge.cleanup().await;
+}
