@@ -50,6 +50,16 @@ impl PhaseResult {
         }
     }
 
+    /// Several phases as one: counts and histograms added, windows summed.
+    pub fn combine(parts: Vec<PhaseResult>) -> PhaseResult {
+        let window = parts.iter().map(|p| p.window).sum();
+        let mut total = PhaseResult::new(window);
+        for p in parts {
+            total.merge(p);
+        }
+        total
+    }
+
     fn merge(&mut self, o: PhaseResult) {
         let _ = self.hist.add(&o.hist);
         self.measured_ops += o.measured_ops;

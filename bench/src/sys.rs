@@ -115,12 +115,28 @@ pub struct CpuSnapshot {
 }
 
 /// CPU spent during a phase, in microseconds, and the machine's busy fraction.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct CpuDelta {
     pub bridge_us: Option<u64>,
     pub broker_us: Option<u64>,
     pub self_us: u64,
     pub machine_busy: f64,
+    phases: u32,
+}
+
+impl CpuDelta {
+    /// Accumulate another phase (busy fraction averaged over phases).
+    pub fn add(&mut self, o: CpuDelta) {
+        let add = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.bridge_us = add(self.bridge_us, o.bridge_us);
+        self.broker_us = add(self.broker_us, o.broker_us);
+        self.self_us += o.self_us;
+        self.phases += 1;
+        self.machine_busy += (o.machine_busy - self.machine_busy) / self.phases as f64;
+    }
 }
 
 impl CpuSnapshot {
@@ -143,6 +159,7 @@ impl CpuSnapshot {
             broker_us: sub(now.broker, self.broker),
             self_us: now.this.saturating_sub(self.this),
             machine_busy: if total > 0.0 { busy / total } else { 0.0 },
+            phases: 1,
         }
     }
 }
