@@ -88,6 +88,10 @@ struct Args {
     /// Only run the raw baseline and the bridge's single-event full-load phase.
     #[arg(long)]
     only_full: bool,
+    /// Only delete the queues and exchanges an interrupted run left behind, by the tag it
+    /// printed (`bench-<pid>-<hex>`), then exit.
+    #[arg(long, num_args = 1..)]
+    cleanup_only: Vec<String>,
     /// Alternating raw / bridge full-load rounds (default 3, or 2 with --quick).
     #[arg(long)]
     rounds: Option<usize>,
@@ -116,6 +120,12 @@ fn main() -> Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("bench crate has no parent directory"))?
         .to_path_buf();
+    if !args.cleanup_only.is_empty() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return runtime.block_on(cleanup_leftovers(&args.amqp_url, &args.cleanup_only));
+    }
     let bin = match &args.bridge_bin {
         Some(b) => b.clone(),
         None => {
@@ -181,6 +191,7 @@ impl Drop for BridgeProcess {
 
 async fn run(args: Args, bin: PathBuf) -> Result<()> {
     let tag = format!("bench-{}-{:06x}", std::process::id(), nanos() & 0xff_ffff);
+    eprintln!("run tag {tag} (exchanges and queues are named after it)");
     let dir = tempfile::tempdir()?;
     let amqp = Connection::connect(&args.amqp_url, ConnectionProperties::default()).await?;
     let admin_ch = amqp.create_channel().await?;
@@ -195,18 +206,64 @@ async fn run(args: Args, bin: PathBuf) -> Result<()> {
         &mut created,
     )
     .await;
-    // Clean up whatever was created, also after an error.
-    for q in &created.queues {
-        let _ = admin_ch
-            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for e in &created.exchanges {
-        let _ = admin_ch
-            .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
+    // Clean up whatever was created, also after an error (on a fresh connection if the broker
+    // dropped ours, e.g. because it was restarted mid-run).
+    if let Err(e) = cleanup(&args.amqp_url, &admin_ch, &created).await {
+        eprintln!(
+            "cleanup failed ({e}); left behind: {:?} {:?}",
+            created.queues, created.exchanges
+        );
     }
     let _ = amqp.close(200, "bench done".into()).await;
+    result
+}
+
+async fn cleanup(url: &str, ch: &Channel, created: &Created) -> Result<()> {
+    let fresh;
+    let ch = if ch.status().connected() {
+        ch
+    } else {
+        let mut conn = None;
+        for _ in 0..20 {
+            match Connection::connect(url, ConnectionProperties::default()).await {
+                Ok(c) => {
+                    conn = Some(c);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+        let conn = conn.ok_or_else(|| anyhow!("broker unreachable"))?;
+        fresh = conn.create_channel().await?;
+        &fresh
+    };
+    for q in &created.queues {
+        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+    }
+    for e in &created.exchanges {
+        ch.exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Delete what an earlier, interrupted run with tag `tag` left behind (`--cleanup-only`).
+async fn cleanup_leftovers(url: &str, tags: &[String]) -> Result<()> {
+    let mut created = Created::default();
+    for t in tags {
+        for q in ["raw-q", "bridge-q", "bridge.unrouted"] {
+            created.queues.push(format!("{t}-{q}"));
+        }
+        for e in ["raw", "bridge", "bridge.unrouted"] {
+            created.exchanges.push(format!("{t}-{e}"));
+        }
+    }
+    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    // Deleting what does not exist is fine: queue.delete and exchange.delete are idempotent.
+    let result = cleanup(url, &ch, &created).await;
+    let _ = conn.close(200, "cleanup done".into()).await;
     result
 }
 
