@@ -689,6 +689,12 @@ async fn declare_queue(ch: &Channel, queue: &str, exchange: &str) -> Result<()> 
 
 /// Compare the queue's depth with the events acknowledged in the phase, then purge it.
 async fn check_queue(ch: &Channel, queue: &str, acked: u64, what: &str) -> Result<String> {
+    if !ch.status().connected() {
+        bail!(
+            "lost the broker connection during {what} (was RabbitMQ restarted mid-run?); the \
+             figures of this run are void, run it again"
+        );
+    }
     // Confirms are in when the phase ends; give the queue process a moment to report them.
     let mut count = 0;
     for _ in 0..20 {
