@@ -92,6 +92,10 @@ struct Args {
     /// printed (`bench-<pid>-<hex>`), then exit.
     #[arg(long, num_args = 1..)]
     cleanup_only: Vec<String>,
+    /// Also measure the HTTP path alone (`GET /healthz` on the admin port), the ceiling the load
+    /// generator and hyper put on webhook rates.
+    #[arg(long)]
+    http_ceiling: bool,
     /// Alternating raw / bridge full-load rounds (default 3, or 2 with --quick).
     #[arg(long)]
     rounds: Option<usize>,
@@ -282,8 +286,12 @@ async fn run_phases(
     let broker_pid = sys::find_broker_pid();
     print_machine(broker_pid);
     println!(
-        "phases: warm-up {:.0}s + {:.0}s measured; concurrency {conc}; {} channels; isendu batch {}",
+        "phases: warm-up {:.0}s each; {} rounds of {:.0}s raw + {:.0}s bridge (full load, then 50% \
+         open loop); isendu {:.0}s; concurrency {conc}; {} channels; isendu batch {}",
         warmup.as_secs_f64(),
+        args.rounds(),
+        args.round_duration().as_secs_f64(),
+        args.round_duration().as_secs_f64(),
         duration.as_secs_f64(),
         args.channels,
         args.batch
@@ -406,6 +414,21 @@ async fn run_phases(
         Some(rss_single),
     ));
 
+    if args.http_ceiling {
+        // The HTTP path alone, same client and concurrency: what is left for everything else.
+        let cpu = CpuSnapshot::take(&watch);
+        let h = load::closed_loop(conc, warmup, round, http.healthz_op(bridge.admin_port)).await;
+        let cpu = cpu.since(&watch);
+        println!(
+            "HTTP ceiling (GET /healthz on the admin port, c={conc}): {:.0} requests/s, p50 {}, \
+             p99 {}; CPU µs/request bridge {:.0}, load gen {:.0}",
+            h.ops_per_sec(),
+            fmt_us(h.p(0.5)),
+            fmt_us(h.p(0.99)),
+            cpu.bridge_us.unwrap_or(0) as f64 / h.acked_ops.max(1) as f64,
+            cpu.self_us as f64 / h.acked_ops.max(1) as f64
+        );
+    }
     let mut isendu_row = None;
     let mut open_rows = None;
     if !args.only_full {
@@ -889,6 +912,33 @@ impl HttpDriver {
             let req = req.body(Full::new(Bytes::from(body)));
             let client = client.clone();
             Box::pin(async move { send(&client, req.map_err(|e| e.to_string())?).await })
+        })
+    }
+
+    /// `GET /healthz` on the admin port: the HTTP path alone (client, kernel, hyper server),
+    /// no auth, no parsing, no broker. Its rate is the ceiling the load generator and hyper
+    /// put on any webhook rate.
+    fn healthz_op(&self, admin_port: u16) -> Op {
+        let client = self.client.clone();
+        let uri: http::Uri = format!("http://127.0.0.1:{admin_port}/healthz")
+            .parse()
+            .unwrap_or_default();
+        Arc::new(move |_worker: usize, _seq: u64| {
+            let client = client.clone();
+            let uri = uri.clone();
+            Box::pin(async move {
+                let resp = client.get(uri).await.map_err(|e| e.to_string())?;
+                let status = resp.status();
+                resp.into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if status == http::StatusCode::OK {
+                    Ok(0)
+                } else {
+                    Err(format!("healthz: HTTP {status}"))
+                }
+            })
         })
     }
 
