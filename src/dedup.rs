@@ -20,10 +20,35 @@ pub struct Dedup {
 
 #[derive(Default)]
 struct Inner {
-    /// id → when it was (last) inserted.
-    seen: HashMap<String, Instant>,
+    /// id → when it was (last) inserted. Keyed by the id's 128 bits (see [`key`]): 16 bytes
+    /// instead of a heap string, so the default window of 100,000 ids costs a few MiB.
+    seen: HashMap<u128, Instant>,
     /// Insertion order; an entry whose time differs from `seen` is stale (re-inserted later).
-    order: VecDeque<(String, Instant)>,
+    order: VecDeque<(u128, Instant)>,
+}
+
+/// The id as a number. Envelope ids are 32 hex digits (UUID-shaped SHA-256 prefixes), so this is
+/// exact; anything else is hashed down to 128 bits.
+fn key(id: &str) -> u128 {
+    let mut k: u128 = 0;
+    let mut digits = 0;
+    for c in id.chars().filter(|c| *c != '-') {
+        match c.to_digit(16) {
+            Some(d) if digits < 32 => {
+                k = (k << 4) | u128::from(d);
+                digits += 1;
+            }
+            _ => {
+                digits = 0;
+                break;
+            }
+        }
+    }
+    if digits == 32 {
+        return k;
+    }
+    let digest = crate::providers::hash_hex(id.as_bytes());
+    u128::from_str_radix(&digest[..32], 16).unwrap_or_default()
 }
 
 impl Inner {
@@ -59,7 +84,7 @@ impl Dedup {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner
             .seen
-            .get(id)
+            .get(&key(id))
             .is_some_and(|at| now.duration_since(*at) < self.ttl)
     }
 
@@ -71,8 +96,9 @@ impl Dedup {
     fn insert_at<'a>(&self, ids: impl IntoIterator<Item = &'a str>, now: Instant) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         for id in ids {
-            inner.seen.insert(id.to_string(), now);
-            inner.order.push_back((id.to_string(), now));
+            let k = key(id);
+            inner.seen.insert(k, now);
+            inner.order.push_back((k, now));
         }
         inner.evict(now, self.ttl, self.max_entries);
     }
@@ -101,6 +127,14 @@ mod tests {
             ttl: Duration::from_secs(ttl),
             max_entries: max,
         })
+    }
+
+    #[test]
+    fn ids_key_exactly_and_other_strings_do_not_collide() {
+        let id = "0123abcd-4567-89ef-0123-456789abcdef";
+        assert_eq!(key(id), 0x0123abcd456789ef0123456789abcdef);
+        assert_ne!(key("a"), key("b"));
+        assert_ne!(key(id), key(&id.replace('f', "g")));
     }
 
     #[test]
