@@ -297,32 +297,9 @@ impl Bridge {
         Consumer::bind(&self.exchange, pattern).await
     }
 
-    /// Delete this test's exchanges and unrouted queue from the broker.
+    /// Delete this test's exchanges and unrouted queue from the broker (drop does it too).
     pub async fn cleanup(&self) {
-        if let Ok(conn) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await {
-            if let Ok(ch) = conn.create_channel().await {
-                let ae = format!("{}.unrouted", self.exchange);
-                let _ = ch
-                    .queue_delete(
-                        ShortString::from(ae.as_str()),
-                        QueueDeleteOptions::default(),
-                    )
-                    .await;
-                let _ = ch
-                    .exchange_delete(
-                        ShortString::from(self.exchange.as_str()),
-                        ExchangeDeleteOptions::default(),
-                    )
-                    .await;
-                let _ = ch
-                    .exchange_delete(
-                        ShortString::from(ae.as_str()),
-                        ExchangeDeleteOptions::default(),
-                    )
-                    .await;
-            }
-            let _ = conn.close(200, ShortString::from("bye")).await;
-        }
+        delete_topology(&self.exchange).await;
     }
 
     /// Send SIGTERM and wait for the exit status.
@@ -337,7 +314,48 @@ impl Drop for Bridge {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Delete the test's exchanges and unrouted queue even when the test failed half-way:
+        // on a thread of its own, since drop may run inside (or outside) a runtime.
+        let exchange = self.exchange.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), delete_topology(&exchange))
+                            .await;
+                });
+            }
+        })
+        .join();
     }
+}
+
+/// Delete `exchange`, its alternate exchange and the unrouted queue; missing ones are fine.
+pub async fn delete_topology(exchange: &str) {
+    let Ok(conn) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await else {
+        return;
+    };
+    let ae = format!("{exchange}.unrouted");
+    // Each failed delete closes the channel, so every step gets a fresh one.
+    if let Ok(ch) = conn.create_channel().await {
+        let _ = ch
+            .queue_delete(
+                ShortString::from(ae.as_str()),
+                QueueDeleteOptions::default(),
+            )
+            .await;
+    }
+    for name in [exchange, ae.as_str()] {
+        if let Ok(ch) = conn.create_channel().await {
+            let _ = ch
+                .exchange_delete(ShortString::from(name), ExchangeDeleteOptions::default())
+                .await;
+        }
+    }
+    let _ = conn.close(200, ShortString::from("bye")).await;
 }
 
 fn spawn(config: &std::path::Path, log: &std::path::Path, opts: &BridgeOptions) -> Child {
