@@ -267,14 +267,7 @@ async fn broker_unreachable_without_spool_is_503_with_retry_after_within_deadlin
         .unwrap();
     assert_eq!(ready.status(), 503, "not ready without broker or spool");
     let started = std::time::Instant::now();
-    let resp = bridge
-        .post_signed(
-            ProviderKind::Wegocod,
-            "/webhooks/wegocod",
-            WEGOCOD_SECRET,
-            samples::WEGOCOD_DELIVERED,
-        )
-        .await;
+    let resp = bridge.post_wegocod_sample().await;
     assert_eq!(resp.status(), 503);
     assert!(resp.headers().contains_key("retry-after"));
     assert!(
@@ -308,14 +301,7 @@ async fn health_ready_and_metrics_are_served_on_the_admin_port() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let resp = bridge
-        .post_signed(
-            ProviderKind::Wegocod,
-            "/webhooks/wegocod",
-            WEGOCOD_SECRET,
-            samples::WEGOCOD_DELIVERED,
-        )
-        .await;
+    let resp = bridge.post_wegocod_sample().await;
     assert_eq!(resp.status(), 200);
     let m = bridge.metrics().await;
     assert!(

@@ -251,14 +251,7 @@ async fn every_metric_named_in_deploy_files_is_exported_by_the_binary() {
     // A healthy bridge after one accepted webhook and one refused: the request, event, batch and
     // confirm families get their first series.
     let bridge = Bridge::start().await;
-    let accepted = bridge
-        .post_signed(
-            ProviderKind::Wegocod,
-            "/webhooks/wegocod",
-            WEGOCOD_SECRET,
-            samples::WEGOCOD_DELIVERED,
-        )
-        .await;
+    let accepted = bridge.post_wegocod_sample().await;
     assert_eq!(accepted.status(), 200, "{:?}", accepted.text().await);
     let refused = bridge
         .post_signed(
@@ -282,14 +275,7 @@ async fn every_metric_named_in_deploy_files_is_exported_by_the_binary() {
         ..BridgeOptions::default()
     })
     .await;
-    let unavailable = broken
-        .post_signed(
-            ProviderKind::Wegocod,
-            "/webhooks/wegocod",
-            WEGOCOD_SECRET,
-            samples::WEGOCOD_DELIVERED,
-        )
-        .await;
+    let unavailable = broken.post_wegocod_sample().await;
     assert_eq!(unavailable.status(), 503);
     let failing = broken.metrics().await;
 

@@ -50,14 +50,7 @@ async fn wegocod_sample_is_published_as_order_status_changed() {
     broker_available().await;
     let bridge = Bridge::start().await;
     let mut q = bridge.consumer("wegocod.#").await;
-    let resp = bridge
-        .post_signed(
-            ProviderKind::Wegocod,
-            "/webhooks/wegocod",
-            WEGOCOD_SECRET,
-            samples::WEGOCOD_DELIVERED,
-        )
-        .await;
+    let resp = bridge.post_wegocod_sample().await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.json::<Value>().await.unwrap(),
@@ -151,14 +144,7 @@ async fn provider_retry_yields_the_same_message_id() {
     .await;
     let mut q = bridge.consumer("wegocod.#").await;
     for _ in 0..2 {
-        let resp = bridge
-            .post_signed(
-                ProviderKind::Wegocod,
-                "/webhooks/wegocod",
-                WEGOCOD_SECRET,
-                samples::WEGOCOD_DELIVERED,
-            )
-            .await;
+        let resp = bridge.post_wegocod_sample().await;
         assert_eq!(resp.status(), 200);
     }
     let ms = q.take(2, WAIT).await;

@@ -13,7 +13,6 @@ use common::load::{self, metric};
 use common::proxy::{Mode, Proxy};
 use common::*;
 use webhook_bridge::config::ProviderKind;
-use webhook_bridge::providers::samples;
 
 fn options(proxy: &Proxy) -> BridgeOptions {
     BridgeOptions {
@@ -217,14 +216,7 @@ async fn duplicate_of_confirmed_event_is_answered_200_and_published_once() {
     let mut consumer = bridge.consumer("#").await;
     let mut bodies = Vec::new();
     for _ in 0..2 {
-        let resp = bridge
-            .post_signed(
-                ProviderKind::Wegocod,
-                "/webhooks/wegocod",
-                WEGOCOD_SECRET,
-                samples::WEGOCOD_DELIVERED,
-            )
-            .await;
+        let resp = bridge.post_wegocod_sample().await;
         assert_eq!(resp.status(), 200);
         bodies.push(resp.text().await.unwrap());
     }
@@ -250,14 +242,7 @@ async fn dedup_disabled_publishes_every_retry() {
     .await;
     let mut consumer = bridge.consumer("#").await;
     for _ in 0..2 {
-        let resp = bridge
-            .post_signed(
-                ProviderKind::Wegocod,
-                "/webhooks/wegocod",
-                WEGOCOD_SECRET,
-                samples::WEGOCOD_DELIVERED,
-            )
-            .await;
+        let resp = bridge.post_wegocod_sample().await;
         assert_eq!(resp.text().await.unwrap(), r#"{"accepted":1}"#);
     }
     let got = consumer.take(2, Duration::from_secs(5)).await;

@@ -292,6 +292,17 @@ impl Bridge {
         self.post(&path, &headers, body).await
     }
 
+    /// The documented WeGoCOD sample, signed as WeGoCOD would, to the standard endpoint.
+    pub async fn post_wegocod_sample(&self) -> reqwest::Response {
+        self.post_signed(
+            ProviderKind::Wegocod,
+            "/webhooks/wegocod",
+            WEGOCOD_SECRET,
+            webhook_bridge::providers::samples::WEGOCOD_DELIVERED,
+        )
+        .await
+    }
+
     /// A consumer bound to this bridge's exchange with `pattern`.
     pub async fn consumer(&self, pattern: &str) -> Consumer {
         Consumer::bind(&self.exchange, pattern).await
