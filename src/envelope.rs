@@ -60,6 +60,9 @@ struct Data<'a> {
     payload: &'a RawValue,
 }
 
+/// Room reserved for everything in the envelope but the provider's payload.
+const ENVELOPE_OVERHEAD: usize = 1024;
+
 /// Deterministic id: SHA-256 over provider, account and the provider's natural key, shaped as
 /// a UUID so consumers can store it in a uuid column.
 pub fn event_id(provider: &str, account: &str, natural_key: &str) -> String {
@@ -118,7 +121,14 @@ pub fn encode(
             payload: &event.payload,
         },
     };
-    let body = serde_json::to_vec(&ce)?;
+    // Sized once: the provider's JSON plus the envelope's own fields (about 700 bytes), so the
+    // buffer is not doubled past the message's size while serializing; in-flight messages are
+    // most of the bridge's memory under load.
+    let mut body = Vec::with_capacity(event.payload.get().len() + ENVELOPE_OVERHEAD);
+    serde_json::to_writer(&mut body, &ce)?;
+    if body.capacity() - body.len() > ENVELOPE_OVERHEAD {
+        body.shrink_to_fit();
+    }
     Ok(Message {
         id,
         routing_key,

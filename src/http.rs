@@ -512,6 +512,11 @@ async fn process(
         }
     }
 
+    // Only the encoded messages live on while the broker confirms: the body, the parsed events
+    // and the request head are freed now rather than held across the wait.
+    drop(events);
+    drop(body);
+    drop(parts);
     let duplicate = state.delivery.duplicates(&messages);
     let outcome = state
         .delivery
