@@ -15,9 +15,11 @@
 //!
 //! See docs/BENCHMARKS.md for the command and the figures.
 
+mod client;
 mod load;
 mod sys;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -27,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use clap::Parser;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -96,6 +98,10 @@ struct Args {
     /// generator and hyper put on webhook rates.
     #[arg(long)]
     http_ceiling: bool,
+    /// Also run the bridge's publisher module inside the bench (no HTTP, no bridge process),
+    /// alternating with raw lapin: the publish path's own share of the gap.
+    #[arg(long)]
+    publisher_phase: bool,
     /// Alternating raw / bridge full-load rounds (default 3, or 2 with --quick).
     #[arg(long)]
     rounds: Option<usize>,
@@ -338,7 +344,7 @@ async fn run_phases(
         template.body.len()
     );
     let raw = RawPublisher::new(amqp, args.channels, &raw_exchange, &template).await?;
-    let http = HttpDriver::new(&config, bridge.port, conc, args.batch, tag);
+    let http = HttpDriver::new(&config, bridge.port, args.batch, tag);
 
     let mut watch = ProcWatch::new(bridge.pid(), broker_pid);
     let mut rows: Vec<Row> = Vec::new();
@@ -414,6 +420,62 @@ async fn run_phases(
         Some(rss_single),
     ));
 
+    if args.publisher_phase {
+        // The bridge's own publisher module (same code, same config, same message), driven from
+        // this process with no HTTP in front: how much of the gap is the publish path itself.
+        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+        let mut amqp_cfg = config.amqp.clone();
+        amqp_cfg.exchange = raw_exchange.clone();
+        amqp_cfg.declare_topology = false;
+        let publisher = webhook_bridge::publisher::Publisher::start(
+            amqp_cfg,
+            webhook_bridge::metrics::Metrics::new()?,
+            stop_rx,
+        );
+        if !publisher.wait_connected(Duration::from_secs(10)).await {
+            bail!("the in-process publisher did not connect");
+        }
+        let (mut ratios, mut parts) = (Vec::new(), Vec::new());
+        for i in 0..args.rounds() {
+            let r = load::closed_loop(conc, warmup, round, raw.op()).await;
+            checks.push(
+                check_queue(
+                    admin_ch,
+                    &raw_queue,
+                    r.acked_events,
+                    &format!("raw (publisher phase) round {}", i + 1),
+                )
+                .await?,
+            );
+            let p =
+                load::closed_loop(conc, warmup, round, publisher_op(&publisher, &template)).await;
+            checks.push(
+                check_queue(
+                    admin_ch,
+                    &raw_queue,
+                    p.acked_events,
+                    &format!("in-process publisher round {}", i + 1),
+                )
+                .await?,
+            );
+            ratios.push(p.events_per_sec() / r.events_per_sec().max(1.0));
+            println!(
+                "publisher round {}: raw {:.0}/s, webhook_bridge::publisher in-process {:.0}/s, ratio {:.2}",
+                i + 1,
+                r.events_per_sec(),
+                p.events_per_sec(),
+                ratios[i]
+            );
+            parts.push(p);
+        }
+        let p = PhaseResult::combine(parts);
+        rows.push(Row::new(
+            &format!("bridge's publisher in-process (no HTTP), c={conc}"),
+            &p,
+            sys::CpuDelta::default(),
+            None,
+        ));
+    }
     if args.http_ceiling {
         // The HTTP path alone, same client and concurrency: what is left for everything else.
         let cpu = CpuSnapshot::take(&watch);
@@ -832,11 +894,28 @@ impl RawPublisher {
     }
 }
 
+/// One message per call through `webhook_bridge::publisher::Publisher::publish`, as the
+/// request path calls it (persistent, mandatory, confirmed, with the request's deadline).
+fn publisher_op(publisher: &Arc<webhook_bridge::publisher::Publisher>, msg: &Message) -> Op {
+    let publisher = Arc::clone(publisher);
+    let msgs = Arc::new(vec![msg.clone()]);
+    Arc::new(move |_worker: usize, _seq: u64| {
+        let (publisher, msgs) = (Arc::clone(&publisher), Arc::clone(&msgs));
+        Box::pin(async move {
+            publisher
+                .publish(&msgs, Instant::now() + Duration::from_secs(5))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(1)
+        })
+    })
+}
+
 // --- HTTP driver --------------------------------------------------------------------------
 
 /// Sends signed webhooks to the bridge over a pool of keep-alive connections.
 struct HttpDriver {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Arc<client::Pool>,
     wegocod_uri: http::Uri,
     wegocod_auth: AuthConfig,
     isendu_uri: http::Uri,
@@ -846,13 +925,8 @@ struct HttpDriver {
 }
 
 impl HttpDriver {
-    fn new(config: &Config, port: u16, pool: usize, batch: usize, tag: &str) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(pool)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+    fn new(config: &Config, port: u16, batch: usize, tag: &str) -> Self {
+        let client = Arc::new(client::Pool::new(SocketAddr::from(([127, 0, 0, 1], port))));
         let isendu = config
             .endpoints
             .iter()
@@ -910,7 +984,7 @@ impl HttpDriver {
                 req = req.header(name, value);
             }
             let req = req.body(Full::new(Bytes::from(body)));
-            let client = client.clone();
+            let client = Arc::clone(&client);
             Box::pin(async move { send(&client, req.map_err(|e| e.to_string())?).await })
         })
     }
@@ -919,20 +993,18 @@ impl HttpDriver {
     /// no auth, no parsing, no broker. Its rate is the ceiling the load generator and hyper
     /// put on any webhook rate.
     fn healthz_op(&self, admin_port: u16) -> Op {
-        let client = self.client.clone();
+        let client = Arc::new(client::Pool::new(SocketAddr::from((
+            [127, 0, 0, 1],
+            admin_port,
+        ))));
         let uri: http::Uri = format!("http://127.0.0.1:{admin_port}/healthz")
             .parse()
             .unwrap_or_default();
         Arc::new(move |_worker: usize, _seq: u64| {
-            let client = client.clone();
-            let uri = uri.clone();
+            let client = Arc::clone(&client);
+            let req = http::Request::get(uri.clone()).body(Full::new(Bytes::new()));
             Box::pin(async move {
-                let resp = client.get(uri).await.map_err(|e| e.to_string())?;
-                let status = resp.status();
-                resp.into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (status, _) = client.send(req.map_err(|e| e.to_string())?).await?;
                 if status == http::StatusCode::OK {
                     Ok(0)
                 } else {
@@ -955,7 +1027,7 @@ impl HttpDriver {
             let req = http::Request::post(uri.clone())
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .body(Full::new(Bytes::from(body)));
-            let client = client.clone();
+            let client = Arc::clone(&client);
             Box::pin(async move { send(&client, req.map_err(|e| e.to_string())?).await })
         })
     }
@@ -980,18 +1052,8 @@ fn isendu_batch(run: &str, n: u64, batch: usize) -> String {
 }
 
 /// Send one request; Ok(events acknowledged) for `200 {"accepted": n}`.
-async fn send(
-    client: &Client<HttpConnector, Full<Bytes>>,
-    req: http::Request<Full<Bytes>>,
-) -> Result<u64, String> {
-    let resp = client.request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+async fn send(client: &client::Pool, req: http::Request<Full<Bytes>>) -> Result<u64, String> {
+    let (status, body) = client.send(req).await?;
     if status != http::StatusCode::OK {
         return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)));
     }
