@@ -102,6 +102,10 @@ struct Args {
     /// alternating with raw lapin: the publish path's own share of the gap.
     #[arg(long)]
     publisher_phase: bool,
+    /// Also run raw lapin with one `GET /healthz` to the bridge before each publish, alternating
+    /// with plain raw: what pacing publishes by HTTP round trips costs by itself.
+    #[arg(long)]
+    coupled_phase: bool,
     /// Alternating raw / bridge full-load rounds (default 3, or 2 with --quick).
     #[arg(long)]
     rounds: Option<usize>,
@@ -435,43 +439,56 @@ async fn run_phases(
         if !publisher.wait_connected(Duration::from_secs(10)).await {
             bail!("the in-process publisher did not connect");
         }
-        let (mut ratios, mut parts) = (Vec::new(), Vec::new());
-        for i in 0..args.rounds() {
-            let r = load::closed_loop(conc, warmup, round, raw.op()).await;
-            checks.push(
-                check_queue(
-                    admin_ch,
-                    &raw_queue,
-                    r.acked_events,
-                    &format!("raw (publisher phase) round {}", i + 1),
-                )
-                .await?,
-            );
-            let p =
-                load::closed_loop(conc, warmup, round, publisher_op(&publisher, &template)).await;
-            checks.push(
-                check_queue(
-                    admin_ch,
-                    &raw_queue,
-                    p.acked_events,
-                    &format!("in-process publisher round {}", i + 1),
-                )
-                .await?,
-            );
-            ratios.push(p.events_per_sec() / r.events_per_sec().max(1.0));
-            println!(
-                "publisher round {}: raw {:.0}/s, webhook_bridge::publisher in-process {:.0}/s, ratio {:.2}",
-                i + 1,
-                r.events_per_sec(),
-                p.events_per_sec(),
-                ratios[i]
-            );
-            parts.push(p);
-        }
-        let p = PhaseResult::combine(parts);
+        let side = Side {
+            conc,
+            warmup,
+            round,
+            rounds: args.rounds(),
+            admin_ch,
+            queue: &raw_queue,
+        };
+        let p = side
+            .against_raw(
+                &raw,
+                publisher_op(&publisher, &template),
+                "webhook_bridge::publisher in-process",
+                &mut checks,
+            )
+            .await?;
         rows.push(Row::new(
             &format!("bridge's publisher in-process (no HTTP), c={conc}"),
             &p,
+            sys::CpuDelta::default(),
+            None,
+        ));
+    }
+    if args.coupled_phase {
+        // Raw lapin, but each publish waits for one trivial HTTP exchange first (`GET /healthz`
+        // on the bridge's admin port, same client): the ceiling of *any* publisher whose
+        // publishes are paced by HTTP round trips, with none of the bridge's request work.
+        let side = Side {
+            conc,
+            warmup,
+            round,
+            rounds: args.rounds(),
+            admin_ch,
+            queue: &raw_queue,
+        };
+        let hop = http.healthz_op(bridge.admin_port);
+        let publish = raw.op();
+        let coupled: Op = Arc::new(move |w: usize, q: u64| {
+            let (hop, publish) = (Arc::clone(&hop), Arc::clone(&publish));
+            Box::pin(async move {
+                hop(w, q).await?;
+                publish(w, q).await
+            })
+        });
+        let c = side
+            .against_raw(&raw, coupled, "raw behind one HTTP round trip", &mut checks)
+            .await?;
+        rows.push(Row::new(
+            &format!("raw lapin, each publish behind one GET /healthz, c={conc}"),
+            &c,
             sys::CpuDelta::default(),
             None,
         ));
@@ -891,6 +908,48 @@ impl RawPublisher {
                 }
             })
         })
+    }
+}
+
+/// What a diagnostic phase needs to alternate raw lapin with another way of publishing into the
+/// raw queue, round by round.
+struct Side<'a> {
+    conc: usize,
+    warmup: Duration,
+    round: Duration,
+    rounds: usize,
+    admin_ch: &'a Channel,
+    queue: &'a str,
+}
+
+impl Side<'_> {
+    /// `rounds` × (raw, then `op`), each checked against the queue; prints the per-round ratios
+    /// and returns `op`'s rounds combined.
+    async fn against_raw(
+        &self,
+        raw: &RawPublisher,
+        op: Op,
+        name: &str,
+        checks: &mut Vec<String>,
+    ) -> Result<PhaseResult> {
+        let mut parts = Vec::new();
+        for i in 0..self.rounds {
+            let r = load::closed_loop(self.conc, self.warmup, self.round, raw.op()).await;
+            let what = format!("raw (vs {name}) round {}", i + 1);
+            checks.push(check_queue(self.admin_ch, self.queue, r.acked_events, &what).await?);
+            let p = load::closed_loop(self.conc, self.warmup, self.round, Arc::clone(&op)).await;
+            let what = format!("{name} round {}", i + 1);
+            checks.push(check_queue(self.admin_ch, self.queue, p.acked_events, &what).await?);
+            println!(
+                "{name} round {}: raw {:.0}/s, {name} {:.0}/s, ratio {:.2}",
+                i + 1,
+                r.events_per_sec(),
+                p.events_per_sec(),
+                p.events_per_sec() / r.events_per_sec().max(1.0)
+            );
+            parts.push(p);
+        }
+        Ok(PhaseResult::combine(parts))
     }
 }
 
