@@ -44,6 +44,8 @@ pub struct Metrics {
     pub amqp_reconnects_total: IntCounter,
     pub spool_events: IntGauge,
     pub spool_bytes: IntGauge,
+    /// `[spool] max_bytes`; 0 when the spool is off. Alerts divide by it.
+    pub spool_max_bytes: IntGauge,
     /// Provider requests between head parsed and answer (including ones refused as overloaded).
     pub in_flight_requests: IntGauge,
     pub build_info: IntGaugeVec,
@@ -109,6 +111,10 @@ impl Metrics {
             IntGauge::with_opts(opts("spool_events", "Events waiting in the local spool."))?;
         let spool_bytes =
             IntGauge::with_opts(opts("spool_bytes", "Bytes used by the local spool."))?;
+        let spool_max_bytes = IntGauge::with_opts(opts(
+            "spool_max_bytes",
+            "Capacity of the local spool ([spool] max_bytes); 0 when the spool is off.",
+        ))?;
         let in_flight_requests = IntGauge::with_opts(opts(
             "in_flight_requests",
             "Provider requests being processed.",
@@ -127,6 +133,7 @@ impl Metrics {
         registry.register(Box::new(amqp_reconnects_total.clone()))?;
         registry.register(Box::new(spool_events.clone()))?;
         registry.register(Box::new(spool_bytes.clone()))?;
+        registry.register(Box::new(spool_max_bytes.clone()))?;
         registry.register(Box::new(in_flight_requests.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
         build_info
@@ -149,6 +156,7 @@ impl Metrics {
             amqp_reconnects_total,
             spool_events,
             spool_bytes,
+            spool_max_bytes,
             in_flight_requests,
             build_info,
         })
@@ -195,6 +203,7 @@ mod tests {
             "amqp_reconnects_total",
             "spool_events",
             "spool_bytes",
+            "spool_max_bytes",
             "in_flight_requests",
             "build_info",
         ] {

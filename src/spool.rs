@@ -138,6 +138,9 @@ impl Spool {
     /// Open (or create) the spool directory, recover what is on disk and start the writer
     /// thread. Blocking; call once at startup.
     pub fn open(cfg: &SpoolConfig, metrics: Metrics) -> Result<Arc<Self>, SpoolError> {
+        metrics
+            .spool_max_bytes
+            .set(i64::try_from(cfg.max_bytes).unwrap_or(i64::MAX));
         fs::create_dir_all(&cfg.dir)?;
         let dir = cfg.dir.clone();
         let lock = OpenOptions::new()

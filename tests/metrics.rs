@@ -269,6 +269,7 @@ async fn every_spec_metric_is_exported_with_its_label_set() {
         ("amqp_reconnects_total", &[]),
         ("spool_events", &[]),
         ("spool_bytes", &[]),
+        ("spool_max_bytes", &[]),
         ("in_flight_requests", &[]),
         ("build_info", &["version"]),
     ];
@@ -280,6 +281,11 @@ async fn every_spec_metric_is_exported_with_its_label_set() {
     assert!(text.contains(&format!("# TYPE {P}request_duration_seconds histogram")));
     assert!(text.contains(&format!("# TYPE {P}requests_total counter")));
     assert!(text.contains(&format!("# TYPE {P}in_flight_requests gauge")));
+    // The spool's capacity is exported (the near-full alert divides by it): the default 1 GiB.
+    assert_eq!(
+        value(&s, &format!("{P}spool_max_bytes"), &[]),
+        (1u64 << 30) as f64
+    );
     // Latency buckets resolve milliseconds and straddle the 4–5 s deadline.
     let les: BTreeSet<String> = s
         .iter()
