@@ -106,6 +106,9 @@ struct Args {
     /// with plain raw: what pacing publishes by HTTP round trips costs by itself.
     #[arg(long)]
     coupled_phase: bool,
+    /// Skip the unmeasured broker warm-up (raw, then bridge) before the first round.
+    #[arg(long)]
+    no_broker_warmup: bool,
     /// Alternating raw / bridge full-load rounds (default 3, or 2 with --quick).
     #[arg(long)]
     rounds: Option<usize>,
@@ -354,8 +357,35 @@ async fn run_phases(
     let mut rows: Vec<Row> = Vec::new();
     let mut checks: Vec<String> = Vec::new();
 
-    // 1+2. Full load, closed loop: raw and bridge alternate, `rounds` times each.
+    // 0. Warm the broker up. A broker that has idled confirms its first ~10 s of load markedly
+    // slower (raw lapin measured 10.4k/s in a first round and 14.5k/s two rounds later, on an
+    // otherwise idle machine), which would flatter whatever is measured first. Raw and bridge
+    // both, unmeasured, into their queues; the queue checks still count every message.
     let round = args.round_duration();
+    if !args.no_broker_warmup {
+        let w = round;
+        let r = load::closed_loop(conc, Duration::ZERO, w, raw.op()).await;
+        checks
+            .push(check_queue(admin_ch, &raw_queue, r.acked_events, "broker warm-up, raw").await?);
+        let b = load::closed_loop(conc, Duration::ZERO, w, http.wegocod_op()).await;
+        checks.push(
+            check_queue(
+                admin_ch,
+                &bridge_queue,
+                b.acked_events,
+                "broker warm-up, bridge",
+            )
+            .await?,
+        );
+        println!(
+            "broker warm-up ({:.0}s each, not measured): raw {:.0}/s, bridge {:.0}/s",
+            w.as_secs_f64(),
+            r.events_per_sec(),
+            b.events_per_sec()
+        );
+    }
+
+    // 1+2. Full load, closed loop: raw and bridge alternate, `rounds` times each.
     let mut raw_rounds = Vec::new();
     let mut br_rounds = Vec::new();
     let mut rss_single = 0;
