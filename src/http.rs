@@ -217,29 +217,26 @@ fn guard_margin(ack_deadline: Duration) -> Duration {
 /// Why a guarded handler produced no answer of its own.
 #[derive(Debug, PartialEq, Eq)]
 pub enum GuardError {
-    /// The handler panicked; the panic was contained in its task.
+    /// The handler panicked; the panic was caught.
     Panicked,
-    /// The handler was still running at the answer deadline; it was aborted.
+    /// The handler was still running at the answer deadline; it was dropped.
     Overran,
 }
 
-/// Run `work` in its own task and wait for it until `answer_by`. A panic inside it, or an
-/// overrun, becomes an error instead of a lost answer; an overrun task is aborted so it holds
-/// no resources past the deadline.
+/// Run `work` until `answer_by`. A panic inside it, or an overrun, becomes an error instead of a
+/// lost answer; an overrun is dropped on the spot so it holds no resources past the deadline.
+/// The caller already runs in a task of its own per request (see `serve_providers`), so a
+/// client hanging up does not cancel the work; this adds no second task.
 pub async fn guarded<T, F>(answer_by: Instant, work: F) -> Result<T, GuardError>
 where
-    F: std::future::Future<Output = T> + Send + 'static,
-    T: Send + 'static,
+    F: std::future::Future<Output = T>,
 {
-    let task = tokio::spawn(work);
-    let abort = task.abort_handle();
-    match tokio::time::timeout_at(answer_by.into(), task).await {
+    use futures_util::FutureExt;
+    let work = std::panic::AssertUnwindSafe(work).catch_unwind();
+    match tokio::time::timeout_at(answer_by.into(), work).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(_)) => Err(GuardError::Panicked),
-        Err(_) => {
-            abort.abort();
-            Err(GuardError::Overran)
-        }
+        Err(_) => Err(GuardError::Overran),
     }
 }
 
