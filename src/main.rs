@@ -9,7 +9,7 @@ use webhook_bridge::send;
 
 /// jemalloc rather than the C library's malloc. The release image is a static musl binary, and
 /// musl's allocator made the bridge spend 70 µs of CPU per event instead of 40 and cut isendu
-/// batch throughput by a third (docs/BENCHMARKS.md); jemalloc gives the musl and glibc builds
+/// batch throughput by a quarter (docs/BENCHMARKS.md); jemalloc gives the musl and glibc builds
 /// the same cost.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
