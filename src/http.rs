@@ -255,20 +255,15 @@ pub async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incomin
     let answer_by = started + state.config.ack_deadline - margin;
     let work_until = answer_by - margin;
     let rid = request_id(&req);
-    let trace = Arc::new(Trace::new());
+    let trace = Trace::new();
     // Route before the in-flight check, so a refused request is still counted on its endpoint.
     if let Some((index, _)) = state.router.route(req.uri().path()) {
         trace.endpoint.store(index, Ordering::Relaxed);
     }
     let gauge = InFlightGauge::enter(&state.metrics.in_flight_requests);
-    let (outcome, resp) = match Arc::clone(&state.in_flight).try_acquire_owned() {
-        Ok(permit) => {
-            let st = Arc::clone(&state);
-            let tr = Arc::clone(&trace);
-            let work = async move {
-                let _permit = permit;
-                process(&st, peer, req, work_until, &tr).await
-            };
+    let (outcome, resp) = match state.in_flight.try_acquire() {
+        Ok(_permit) => {
+            let work = process(&state, peer, req, work_until, &trace);
             match guarded(answer_by, work).await {
                 Ok(answer) => answer,
                 Err(GuardError::Panicked) => {

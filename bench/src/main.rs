@@ -454,6 +454,15 @@ async fn run_phases(
         Some(rss_single),
     ));
 
+    // The diagnostics alternate raw lapin with another way of publishing into the raw queue.
+    let side = Side {
+        conc,
+        warmup,
+        round,
+        rounds: args.rounds(),
+        admin_ch,
+        queue: &raw_queue,
+    };
     if args.publisher_phase {
         // The bridge's own publisher module (same code, same config, same message), driven from
         // this process with no HTTP in front: how much of the gap is the publish path itself.
@@ -469,14 +478,6 @@ async fn run_phases(
         if !publisher.wait_connected(Duration::from_secs(10)).await {
             bail!("the in-process publisher did not connect");
         }
-        let side = Side {
-            conc,
-            warmup,
-            round,
-            rounds: args.rounds(),
-            admin_ch,
-            queue: &raw_queue,
-        };
         let p = side
             .against_raw(
                 &raw,
@@ -496,14 +497,6 @@ async fn run_phases(
         // Raw lapin, but each publish waits for one trivial HTTP exchange first (`GET /healthz`
         // on the bridge's admin port, same client): the ceiling of *any* publisher whose
         // publishes are paced by HTTP round trips, with none of the bridge's request work.
-        let side = Side {
-            conc,
-            warmup,
-            round,
-            rounds: args.rounds(),
-            admin_ch,
-            queue: &raw_queue,
-        };
         let hop = http.healthz_op(bridge.admin_port);
         let publish = raw.op();
         let coupled: Op = Arc::new(move |w: usize, q: u64| {
