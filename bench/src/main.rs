@@ -17,6 +17,7 @@
 
 mod client;
 mod load;
+mod split;
 mod sys;
 
 use std::net::SocketAddr;
@@ -51,6 +52,8 @@ use crate::sys::{CpuSnapshot, ProcWatch};
 
 const WEGOCOD_SECRET: &str = "bench-wegocod-secret";
 const ISENDU_TOKEN: &str = "bench-isendu-path-token";
+/// The WeGoCOD endpoint's name in the generated config (its `endpoint` label in metrics).
+const WEGOCOD_ENDPOINT: &str = "wegocod-bench";
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "webhook-bridge vs raw RabbitMQ confirmed publishes")]
@@ -389,6 +392,7 @@ async fn run_phases(
     let mut raw_rounds = Vec::new();
     let mut br_rounds = Vec::new();
     let mut rss_single = 0;
+    let mut splits = Vec::new();
     let (mut raw_cpu, mut br_cpu) = (sys::CpuDelta::default(), sys::CpuDelta::default());
     for i in 0..args.rounds() {
         let cpu = CpuSnapshot::take(&watch);
@@ -406,9 +410,14 @@ async fn run_phases(
         raw_rounds.push(r);
 
         let sampler = watch.start_rss_sampler();
+        let before = split::Snapshot::scrape(bridge.admin_port, WEGOCOD_ENDPOINT).await;
         let cpu = CpuSnapshot::take(&watch);
         let b = load::closed_loop(conc, warmup, round, http.wegocod_op()).await;
         br_cpu.add(cpu.since(&watch));
+        let after = split::Snapshot::scrape(bridge.admin_port, WEGOCOD_ENDPOINT).await;
+        if let (Some(before), Some(after)) = (before, after) {
+            splits.push(after.since(&before));
+        }
         rss_single = rss_single.max(sampler.stop().await);
         checks.push(
             check_queue(
@@ -441,6 +450,7 @@ async fn run_phases(
     };
     let raw_full = PhaseResult::combine(raw_rounds);
     let br_full = PhaseResult::combine(br_rounds);
+    print_split(&split::Split::combine(&splits), &br_full, &raw_full);
     rows.push(Row::new(
         &format!("raw lapin publish+confirm, c={conc}"),
         &raw_full,
@@ -670,6 +680,25 @@ async fn run_phases(
     Ok(())
 }
 
+/// The bridge's full-load request time, split by its own histograms (means over the rounds).
+fn print_split(split: &split::Split, bridge: &PhaseResult, raw: &PhaseResult) {
+    if split.requests <= 0.0 {
+        println!("time split: the bridge's /metrics could not be read");
+        return;
+    }
+    let client_ms = bridge.hist.mean() / 1000.0;
+    let handler_ms = split.handler * 1000.0;
+    let confirm_ms = split.confirm_wait * 1000.0;
+    println!(
+        "time split, bridge full load (means): client {client_ms:.2} ms = outside the handler \
+         {:.2} ms (sockets, hyper, waiting for a CPU, load generator) + handler {:.0} µs besides \
+         the confirm wait + confirm wait {confirm_ms:.2} ms; raw publish+confirm {:.2} ms",
+        client_ms - handler_ms,
+        (handler_ms - confirm_ms) * 1000.0,
+        raw.hist.mean() / 1000.0,
+    );
+}
+
 fn verdict(text: &str, ok: bool) {
     println!("  [{}] {text}", if ok { "met" } else { "NOT met" });
 }
@@ -725,7 +754,7 @@ channels = {channels}
 dir = "{spool}"
 
 [[endpoint]]
-name = "wegocod-bench"
+name = "{WEGOCOD_ENDPOINT}"
 provider = "wegocod"
 path = "/webhooks/wegocod"
 secret = "{WEGOCOD_SECRET}"
