@@ -28,6 +28,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::auth::{self, Credentials};
 use crate::config::{AuthConfig, Config, EndpointConfig};
+use crate::connection::{ConnectionError, HeadStarted, Watched};
 use crate::delivery::{Delivery, Outcome};
 use crate::envelope;
 use crate::metrics::Metrics;
@@ -589,6 +590,8 @@ const OVERFLOW_CONNECTIONS: usize = 64;
 /// Idle keep-alive connections are closed after `header_read_timeout`: hyper restarts the header
 /// timer as soon as a response is written, so waiting for the next request counts as reading
 /// its headers.
+/// A connection hyper ends in error before or instead of a request (431, 400, a stalled head, a
+/// reset) is counted and logged by [`connection_ended`]; an idle one closed that way is not.
 pub async fn serve_providers(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -646,9 +649,11 @@ pub async fn serve_providers(
                     ))
                 }
             });
+            let (stream, head_started) = Watched::new(stream);
             let conn = refuse.serve_connection(TokioIo::new(stream), svc);
+            let st = Arc::clone(&state);
             tokio::spawn(async move {
-                let _ = conn.await;
+                connection_ended(&st, peer, &head_started, conn.await);
                 drop(permit);
             });
             continue;
@@ -670,11 +675,11 @@ pub async fn serve_providers(
                 Ok::<_, Infallible>(answer)
             }
         });
+        let (stream, head_started) = Watched::new(stream);
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
+        let st = Arc::clone(&state);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(error = %e, "connection ended with error");
-            }
+            connection_ended(&st, peer, &head_started, conn.await);
             drop(permit);
         });
     }
@@ -689,6 +694,29 @@ pub async fn serve_providers(
     {
         warn!("grace period over with requests still open");
     }
+}
+
+/// Count and log a provider connection that hyper ended in error (see [`ConnectionError`]): one
+/// `info` line with the reason, hyper's error (a fixed description, or the socket error) and
+/// the peer address, which is all there is to find the client by, since no request was handled.
+/// Never any byte the client sent.
+fn connection_ended(
+    state: &AppState,
+    peer: SocketAddr,
+    head_started: &HeadStarted,
+    ended: Result<(), hyper::Error>,
+) {
+    let Err(e) = ended else { return };
+    let Some(reason) = ConnectionError::classify(&e, head_started.get()) else {
+        debug!(error = %e, "connection closed");
+        return;
+    };
+    state
+        .metrics
+        .connection_errors_total
+        .with_label_values(&[reason.label()])
+        .inc();
+    info!(reason = reason.label(), error = %e, %peer, "connection error");
 }
 
 /// Admin listener: `/healthz` (alive), `/readyz` (can accept webhooks), `/metrics`.

@@ -5,6 +5,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::connection::ConnectionError;
+
 /// Buckets for latencies judged against a 5-second provider window: fine below 100 ms where a
 /// healthy broker lives, then steps up to and past the ack deadline.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -40,6 +42,10 @@ pub struct Metrics {
     pub publish_confirm_seconds: Histogram,
     /// Publishes not confirmed, by reason ([`PUBLISH_FAILURE_REASONS`]).
     pub publish_failures_total: IntCounterVec,
+    /// Provider connections hyper ended before or instead of a request, by reason
+    /// ([`ConnectionError`]); an idle keep-alive connection closed at the header timeout is
+    /// not one.
+    pub connection_errors_total: IntCounterVec,
     pub amqp_connected: IntGauge,
     pub amqp_reconnects_total: IntCounter,
     pub spool_events: IntGauge,
@@ -101,6 +107,13 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let connection_errors_total = IntCounterVec::new(
+            opts(
+                "connection_errors_total",
+                "Provider connections ended in error before a request was handled, by reason.",
+            ),
+            &["reason"],
+        )?;
         let amqp_connected =
             IntGauge::with_opts(opts("amqp_connected", "1 when a broker connection is up."))?;
         let amqp_reconnects_total = IntCounter::with_opts(opts(
@@ -129,6 +142,7 @@ impl Metrics {
         registry.register(Box::new(batch_size.clone()))?;
         registry.register(Box::new(publish_confirm_seconds.clone()))?;
         registry.register(Box::new(publish_failures_total.clone()))?;
+        registry.register(Box::new(connection_errors_total.clone()))?;
         registry.register(Box::new(amqp_connected.clone()))?;
         registry.register(Box::new(amqp_reconnects_total.clone()))?;
         registry.register(Box::new(spool_events.clone()))?;
@@ -144,6 +158,11 @@ impl Metrics {
                 .with_label_values(&[reason])
                 .inc_by(0);
         }
+        for reason in ConnectionError::ALL {
+            connection_errors_total
+                .with_label_values(&[reason.label()])
+                .inc_by(0);
+        }
         Ok(Self {
             registry,
             requests_total,
@@ -152,6 +171,7 @@ impl Metrics {
             batch_size,
             publish_confirm_seconds,
             publish_failures_total,
+            connection_errors_total,
             amqp_connected,
             amqp_reconnects_total,
             spool_events,
@@ -199,6 +219,7 @@ mod tests {
             "batch_size",
             "publish_confirm_seconds",
             "publish_failures_total",
+            "connection_errors_total",
             "amqp_connected",
             "amqp_reconnects_total",
             "spool_events",
@@ -222,6 +243,14 @@ mod tests {
             assert!(
                 text.contains(&format!(
                     "webhook_bridge_publish_failures_total{{reason=\"{reason}\"}} 0"
+                )),
+                "{text}"
+            );
+        }
+        for reason in ["header_too_large", "malformed", "header_timeout", "io"] {
+            assert!(
+                text.contains(&format!(
+                    "webhook_bridge_connection_errors_total{{reason=\"{reason}\"}} 0"
                 )),
                 "{text}"
             );

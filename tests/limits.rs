@@ -1,16 +1,21 @@
 //! Protective limits of the provider listener, driven by raw TCP clients that misbehave on
 //! purpose: slow headers, trickled bodies, idle keep-alive, huge chunked bodies, too many
 //! connections, too many requests at once. While one client misbehaves, a normal request must
-//! still get its 200 promptly.
+//! still get its 200 promptly. A connection hyper ends before a request is handled (head too
+//! large, malformed, stalled) is counted in `connection_errors_total` and logged; an idle one is
+//! not.
 
 mod common;
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use webhook_bridge::config::ProviderKind;
 use webhook_bridge::providers::samples;
 
@@ -80,6 +85,99 @@ async fn read_response(reader: &mut OwnedReadHalf, limit: Duration) -> (String, 
             ),
         }
     }
+}
+
+/// Every `reason` of `webhook_bridge_connection_errors_total`.
+const CONNECTION_ERROR_REASONS: [&str; 4] =
+    ["header_too_large", "malformed", "header_timeout", "io"];
+
+/// Sent inside every misbehaving request: it must not come back out in the logs.
+const MARKER: &str = "leak-check-5e1f";
+
+/// `webhook_bridge_connection_errors_total` as scraped, by reason (a reason not exported is
+/// missing).
+async fn connection_errors(bridge: &Bridge) -> BTreeMap<String, u64> {
+    bridge
+        .metrics()
+        .await
+        .lines()
+        .filter_map(|l| l.strip_prefix("webhook_bridge_connection_errors_total{reason=\""))
+        .filter_map(|rest| {
+            let (reason, value) = rest.split_once("\"} ")?;
+            Some((reason.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A bridge with a 1 s header timeout, a consumer on its exchange, and one raw connection to the
+/// provider port from `peer`.
+struct OneConnection {
+    bridge: Bridge,
+    q: Consumer,
+    peer: SocketAddr,
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+}
+
+impl OneConnection {
+    async fn open() -> Self {
+        broker_available().await;
+        let bridge = Bridge::start_with(limits("[limits]\nheader_read_timeout = \"1s\"\n")).await;
+        let q = bridge.consumer("#").await;
+        let stream = connect(&bridge).await;
+        let peer = stream.local_addr().expect("local address");
+        let (reader, writer) = stream.into_split();
+        Self {
+            bridge,
+            q,
+            peer,
+            reader,
+            writer,
+        }
+    }
+
+    /// After the bridge closed the connection: nothing (more) was published, and
+    /// `connection_errors_total` holds `reason` once and every other reason at 0 (all at 0 for
+    /// `None`), with one `connection error` log line for it that names the peer and quotes
+    /// nothing the client sent. Cleans up the bridge.
+    async fn expect_connection_error(mut self, reason: Option<&str>) {
+        self.q.expect_none(QUIET).await;
+        let expected: BTreeMap<String, u64> = CONNECTION_ERROR_REASONS
+            .iter()
+            .map(|r| (r.to_string(), u64::from(Some(*r) == reason)))
+            .collect();
+        assert_eq!(connection_errors(&self.bridge).await, expected);
+        let logs = self.bridge.logs();
+        let lines: Vec<Value> = logs
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["message"] == "connection error")
+            .collect();
+        match reason {
+            Some(reason) => {
+                assert_eq!(lines.len(), 1, "{logs}");
+                assert_eq!(lines[0]["level"], "INFO", "{logs}");
+                assert_eq!(lines[0]["reason"], reason, "{logs}");
+                assert_eq!(lines[0]["peer"], self.peer.to_string(), "{logs}");
+            }
+            None => assert!(lines.is_empty(), "{logs}"),
+        }
+        assert!(!logs.contains(MARKER), "request bytes logged:\n{logs}");
+        self.bridge.cleanup().await;
+    }
+}
+
+/// Send `bytes` on a new connection and read until the bridge closes it, then check it was
+/// counted and logged once under `reason` and nothing was published. What the bridge answered,
+/// and how long after the send it closed.
+async fn connection_error_is_counted_and_logged(bytes: &[u8], reason: &str) -> (String, Duration) {
+    let mut c = OneConnection::open().await;
+    c.writer.write_all(bytes).await.expect("send");
+    let sent = Instant::now();
+    let (got, closed) = read_to_close(&mut c.reader, Duration::from_secs(5)).await;
+    let closed = closed.expect("connection still open after 5 s");
+    c.expect_connection_error(Some(reason)).await;
+    (String::from_utf8_lossy(&got).into_owned(), closed - sent)
 }
 
 /// A normal, signed Peddler request from a well-behaved client; asserts a prompt 200.
@@ -196,20 +294,67 @@ async fn body_read_is_capped_by_the_ack_deadline() {
 }
 
 #[tokio::test]
-async fn idle_keep_alive_connection_is_closed_after_the_header_timeout() {
-    broker_available().await;
-    let bridge = Bridge::start_with(limits("[limits]\nheader_read_timeout = \"1s\"\n")).await;
-    let (mut reader, mut writer) = connect(&bridge).await.into_split();
+async fn head_over_32_kib_gets_431_and_counts_header_too_large() {
+    let head = format!(
+        "{}x-big: {MARKER}{}\r\n\r\n",
+        peddler_head(""),
+        "a".repeat(40 * 1024)
+    );
+    let (answer, _) =
+        connection_error_is_counted_and_logged(head.as_bytes(), "header_too_large").await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+}
+
+#[tokio::test]
+async fn garbage_request_line_gets_400_and_counts_malformed() {
+    // What a TLS client sends first when pointed at the plain HTTP port.
+    let garbage = [
+        b"\x16\x03\x01\x02\x00\x01 ".as_slice(),
+        MARKER.as_bytes(),
+        b"\r\n\r\n",
+    ]
+    .concat();
+    let (answer, _) = connection_error_is_counted_and_logged(&garbage, "malformed").await;
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+}
+
+#[tokio::test]
+async fn partial_head_then_silence_is_closed_at_the_header_timeout_and_counted() {
+    let head = peddler_head(&format!("x-marker: {MARKER}\r\n"));
+    let (answer, after) =
+        connection_error_is_counted_and_logged(head.as_bytes(), "header_timeout").await;
+    assert!(answer.is_empty(), "{answer}");
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_millis(2500),
+        "closed after {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn client_closing_mid_head_counts_io() {
+    let mut c = OneConnection::open().await;
+    let head = peddler_head(&format!("x-marker: {MARKER}\r\n"));
+    c.writer.write_all(head.as_bytes()).await.unwrap();
+    c.writer.shutdown().await.unwrap();
+    let (got, closed) = read_to_close(&mut c.reader, Duration::from_secs(5)).await;
+    assert!(closed.is_some(), "connection still open after 5 s");
+    assert!(got.is_empty(), "{got:?}");
+    c.expect_connection_error(Some("io")).await;
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connection_is_closed_after_the_header_timeout_and_not_counted() {
+    let mut c = OneConnection::open().await;
     let body = samples::PEDDLER_CONFIRMED;
-    writer
+    c.writer
         .write_all(format!("{}content-length: {}\r\n\r\n", peddler_head(""), body.len()).as_bytes())
         .await
         .unwrap();
-    writer.write_all(body).await.unwrap();
-    let (head, _) = read_response(&mut reader, Duration::from_secs(5)).await;
+    c.writer.write_all(body).await.unwrap();
+    let (head, _) = read_response(&mut c.reader, Duration::from_secs(5)).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let idle_since = Instant::now();
-    let (got, closed) = read_to_close(&mut reader, Duration::from_secs(5)).await;
+    let (got, closed) = read_to_close(&mut c.reader, Duration::from_secs(5)).await;
     let closed = closed.expect("idle keep-alive connection still open after 5 s");
     let idle = closed - idle_since;
     assert!(got.is_empty(), "{got:?}");
@@ -217,7 +362,9 @@ async fn idle_keep_alive_connection_is_closed_after_the_header_timeout() {
         idle >= Duration::from_millis(800) && idle < Duration::from_millis(2500),
         "closed after {idle:?} idle"
     );
-    bridge.cleanup().await;
+    // Closing an idle connection is routine, not a connection error.
+    assert_eq!(c.q.take(1, Duration::from_secs(5)).await.len(), 1);
+    c.expect_connection_error(None).await;
 }
 
 #[tokio::test]

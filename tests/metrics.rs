@@ -265,6 +265,7 @@ async fn every_spec_metric_is_exported_with_its_label_set() {
         ("publish_confirm_seconds_bucket", &["le"]),
         ("publish_confirm_seconds_count", &[]),
         ("publish_failures_total", &["reason"]),
+        ("connection_errors_total", &["reason"]),
         ("amqp_connected", &[]),
         ("amqp_reconnects_total", &[]),
         ("spool_events", &[]),
