@@ -653,7 +653,7 @@ pub async fn serve_providers(
             let conn = refuse.serve_connection(TokioIo::new(stream), svc);
             let st = Arc::clone(&state);
             tokio::spawn(async move {
-                connection_ended(&st, peer, &head_started, conn.await);
+                connection_ended(&st, &head_started, conn.await);
                 drop(permit);
             });
             continue;
@@ -679,7 +679,7 @@ pub async fn serve_providers(
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
         let st = Arc::clone(&state);
         tokio::spawn(async move {
-            connection_ended(&st, peer, &head_started, conn.await);
+            connection_ended(&st, &head_started, conn.await);
             drop(permit);
         });
     }
@@ -697,15 +697,9 @@ pub async fn serve_providers(
 }
 
 /// Count and log a provider connection that hyper ended in error (see [`ConnectionError`]): one
-/// `info` line with the reason, hyper's error (a fixed description, or the socket error) and
-/// the peer address, which is all there is to find the client by, since no request was handled.
-/// Never any byte the client sent.
-fn connection_ended(
-    state: &AppState,
-    peer: SocketAddr,
-    head_started: &HeadStarted,
-    ended: Result<(), hyper::Error>,
-) {
+/// `info` line with the reason and hyper's error (a fixed description, or the socket error);
+/// never the client's address (see README, "Logs") nor any byte it sent.
+fn connection_ended(state: &AppState, head_started: &HeadStarted, ended: Result<(), hyper::Error>) {
     let Err(e) = ended else { return };
     let Some(reason) = ConnectionError::classify(&e, head_started.get()) else {
         debug!(error = %e, "connection closed");
@@ -716,7 +710,7 @@ fn connection_ended(
         .connection_errors_total
         .with_label_values(&[reason.label()])
         .inc();
-    info!(reason = reason.label(), error = %e, %peer, "connection error");
+    info!(reason = reason.label(), error = %e, "connection error");
 }
 
 /// Admin listener: `/healthz` (alive), `/readyz` (can accept webhooks), `/metrics`.
