@@ -8,6 +8,7 @@ pub mod dedup;
 pub mod delivery;
 pub mod envelope;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod providers;
 pub mod publisher;

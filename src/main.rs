@@ -117,7 +117,8 @@ const LOG_CAPS: &[(&str, tracing::Level)] = &[
     ("rustls", tracing::Level::INFO),
 ];
 
-fn init_logging(format: LogFormat) {
+/// Install the subscriber; the returned guard flushes the log writer when dropped.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -128,16 +129,17 @@ fn init_logging(format: LogFormat) {
         tracing_subscriber::filter::Targets::new().with_default(tracing::Level::TRACE),
         |t, &(target, level)| t.with_target(target, level),
     );
+    let (writer, guard) = webhook_bridge::logging::stderr_writer();
     let output = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .boxed(),
     };
     tracing_subscriber::registry()
@@ -152,11 +154,13 @@ fn init_logging(format: LogFormat) {
             .unwrap_or_default();
         tracing::error!(%location, "panic (message withheld: it may quote request data)");
     }));
+    guard
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Dropped when `main` returns: queued log lines are written before the process exits.
+    let _log_writer = init_logging(cli.log_format);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -5,6 +5,9 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::connection::ConnectionError;
 
 /// Buckets for latencies judged against a 5-second provider window: fine below 100 ms where a
@@ -54,6 +57,11 @@ pub struct Metrics {
     pub spool_max_bytes: IntGauge,
     /// Provider requests between head parsed and answer (including ones refused as overloaded).
     pub in_flight_requests: IntGauge,
+    /// Log lines dropped because the log writer was [`crate::logging::BUFFERED_LINES`] behind;
+    /// brought up to date from [`crate::logging::dropped_lines`] at each scrape.
+    pub log_lines_dropped_total: IntCounter,
+    /// Highest dropped-lines count already added to `log_lines_dropped_total`.
+    log_lines_dropped_seen: Arc<AtomicU64>,
     pub build_info: IntGaugeVec,
 }
 
@@ -132,6 +140,10 @@ impl Metrics {
             "in_flight_requests",
             "Provider requests being processed.",
         ))?;
+        let log_lines_dropped_total = IntCounter::with_opts(opts(
+            "log_lines_dropped_total",
+            "Log lines dropped because the log writer could not keep up (stderr not drained).",
+        ))?;
         let build_info = IntGaugeVec::new(
             opts("build_info", "Build information; always 1."),
             &["version"],
@@ -149,6 +161,7 @@ impl Metrics {
         registry.register(Box::new(spool_bytes.clone()))?;
         registry.register(Box::new(spool_max_bytes.clone()))?;
         registry.register(Box::new(in_flight_requests.clone()))?;
+        registry.register(Box::new(log_lines_dropped_total.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -178,16 +191,30 @@ impl Metrics {
             spool_bytes,
             spool_max_bytes,
             in_flight_requests,
+            log_lines_dropped_total,
+            log_lines_dropped_seen: Arc::new(AtomicU64::new(0)),
             build_info,
         })
     }
 
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
+        self.sync_log_lines_dropped(crate::logging::dropped_lines());
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+
+    /// Add to `log_lines_dropped_total` what `dropped` (a running total) has gained since the
+    /// last call; concurrent scrapes add each line once.
+    fn sync_log_lines_dropped(&self, dropped: u64) {
+        let seen = self
+            .log_lines_dropped_seen
+            .fetch_max(dropped, Ordering::Relaxed);
+        if dropped > seen {
+            self.log_lines_dropped_total.inc_by(dropped - seen);
+        }
     }
 }
 
@@ -226,6 +253,7 @@ mod tests {
             "spool_bytes",
             "spool_max_bytes",
             "in_flight_requests",
+            "log_lines_dropped_total",
             "build_info",
         ] {
             assert!(
@@ -262,6 +290,27 @@ mod tests {
         assert_eq!(
             BATCH_BUCKETS.last().copied(),
             Some(crate::providers::MAX_EVENTS_PER_REQUEST as f64)
+        );
+    }
+
+    #[test]
+    fn dropped_log_lines_are_added_once_each() {
+        let m = Metrics::new().unwrap();
+        m.sync_log_lines_dropped(0);
+        assert_eq!(m.log_lines_dropped_total.get(), 0);
+        m.sync_log_lines_dropped(5);
+        m.sync_log_lines_dropped(5);
+        assert_eq!(m.log_lines_dropped_total.get(), 5);
+        m.sync_log_lines_dropped(12);
+        // A scrape that read an older total (raced with a newer one) adds nothing.
+        m.sync_log_lines_dropped(9);
+        assert_eq!(m.log_lines_dropped_total.get(), 12);
+        let clone = m.clone();
+        clone.sync_log_lines_dropped(12);
+        assert_eq!(
+            m.log_lines_dropped_total.get(),
+            12,
+            "clones share what was seen"
         );
     }
 }

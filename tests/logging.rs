@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::load::metric;
 use common::*;
 use serde_json::Value;
 use webhook_bridge::config::ProviderKind;
@@ -254,5 +255,65 @@ async fn text_format_is_human_readable_and_also_clean() {
     for s in forbidden(&signature) {
         assert!(!logs.contains(&s), "log leaks {s:?}:\n{logs}");
     }
+    bridge.cleanup().await;
+}
+
+/// A log collector that stops reading (stderr a pipe nobody drains, as when a node's log agent
+/// stalls) must not stall webhooks: request threads never write to stderr themselves, lines
+/// beyond the log writer's queue are dropped and counted, every request is still answered, a
+/// webhook is still confirmed, and SIGTERM still exits promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_log_reader_costs_log_lines_never_requests() {
+    use futures_util::StreamExt;
+
+    broker_available().await;
+    let mut bridge = Bridge::start_with(BridgeOptions {
+        stderr_unread: true,
+        ..BridgeOptions::default()
+    })
+    .await;
+    // One log line each: more than the pipe (64 KiB, a few hundred lines) and the writer's
+    // queue hold together.
+    let requests = webhook_bridge::logging::BUFFERED_LINES + 4000;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let url = bridge.url("/no-such-endpoint");
+    let started = std::time::Instant::now();
+    let answered = futures_util::stream::iter(0..requests)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
+        })
+        .buffer_unordered(32)
+        .fold(0usize, |n, r| async move {
+            assert_eq!(r.ok(), Some(404), "every request is answered");
+            n + 1
+        })
+        .await;
+    assert_eq!(answered, requests);
+    let elapsed = started.elapsed();
+
+    let mut q = bridge.consumer("#").await;
+    let r = bridge.post_wegocod_sample().await;
+    assert_eq!(r.status(), 200);
+    assert!(q.next(Duration::from_secs(5)).await.is_some(), "published");
+
+    let metrics = bridge.metrics().await;
+    let dropped = metric(&metrics, "webhook_bridge_log_lines_dropped_total").unwrap_or(0.0);
+    assert!(
+        dropped >= 1000.0 && dropped <= requests as f64 + 10.0,
+        "dropped {dropped} of {requests} lines in {elapsed:?}"
+    );
+
+    let stopping = std::time::Instant::now();
+    let status = bridge.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "exit took {:?} with stderr stuck",
+        stopping.elapsed()
+    );
     bridge.cleanup().await;
 }

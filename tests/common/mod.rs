@@ -102,6 +102,8 @@ pub struct BridgeOptions {
     pub wait_broker: bool,
     pub env: Vec<(String, String)>,
     pub log_format: &'static str,
+    /// stderr is a pipe that nobody reads (a stalled log collector) instead of the log file.
+    pub stderr_unread: bool,
 }
 
 impl Default for BridgeOptions {
@@ -116,6 +118,7 @@ impl Default for BridgeOptions {
             wait_broker: true,
             env: Vec::new(),
             log_format: "json",
+            stderr_unread: false,
         }
     }
 }
@@ -251,8 +254,21 @@ impl Bridge {
         panic!("bridge not connected to the broker; log:\n{}", self.logs());
     }
 
+    /// The log so far. Lines reach the file from the bridge's log writer thread a moment after
+    /// the request they describe was answered: wait until the file stops growing (50 ms without
+    /// change, 3 s at most).
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        let read = || std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let end = Instant::now() + Duration::from_secs(3);
+        let mut last = read();
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = read();
+            if now.len() == last.len() || Instant::now() > end {
+                return now;
+            }
+            last = now;
+        }
     }
 
     pub async fn metrics(&self) -> String {
@@ -379,7 +395,11 @@ fn spawn(config: &std::path::Path, log: &std::path::Path, opts: &BridgeOptions) 
     cmd.args(["--log-format", opts.log_format, "serve", "--config"])
         .arg(config)
         .stdout(Stdio::null())
-        .stderr(Stdio::from(log_file))
+        .stderr(if opts.stderr_unread {
+            Stdio::piped()
+        } else {
+            Stdio::from(log_file)
+        })
         .env("RUST_LOG", "info");
     for (k, v) in &opts.env {
         cmd.env(k, v);
