@@ -36,7 +36,7 @@ pub struct Metrics {
     pub requests_total: IntCounterVec,
     /// Time from request head to answer, for requests routed to an endpoint.
     pub request_duration_seconds: HistogramVec,
-    /// Events by provider, routing key and outcome (`published`, `spooled`, `duplicate`, `rejected`).
+    /// Events by provider, routing key and outcome (`published`, `spooled`, `duplicate`, `failed`).
     pub events_total: IntCounterVec,
     /// Events per parsed request, by provider.
     pub batch_size: HistogramVec,

@@ -272,6 +272,7 @@ async fn every_spec_metric_is_exported_with_its_label_set() {
         ("spool_bytes", &[]),
         ("spool_max_bytes", &[]),
         ("in_flight_requests", &[]),
+        ("log_lines_dropped_total", &[]),
         ("build_info", &["version"]),
     ];
     for (name, labels) in expected {
@@ -296,5 +297,56 @@ async fn every_spec_metric_is_exported_with_its_label_set() {
     for le in ["0.005", "0.05", "0.5", "3", "4", "5", "+Inf"] {
         assert!(les.contains(le), "le={le} missing: {les:?}");
     }
+
+    // README's Metrics table names exactly the exported families, with their labels.
+    let exported: BTreeMap<String, BTreeSet<String>> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        .filter_map(|family| family.strip_prefix(P))
+        .map(|family| {
+            let labels = s
+                .iter()
+                .filter(|x| {
+                    x.name
+                        .strip_prefix(P)
+                        .is_some_and(|n| n.starts_with(family))
+                })
+                .flat_map(|x| x.labels.keys().filter(|k| *k != "le").cloned())
+                .collect();
+            (family.to_string(), labels)
+        })
+        .collect();
+    assert_eq!(
+        readme_metrics(),
+        exported,
+        "README's Metrics table vs /metrics"
+    );
     bridge.cleanup().await;
+}
+
+/// The Metrics table of README.md: family name (several per row allowed) → label names.
+fn readme_metrics() -> BTreeMap<String, BTreeSet<String>> {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("\n## Metrics\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("README has a Metrics section");
+    let names = |cell: &str| -> Vec<String> {
+        cell.split(',')
+            .map(|n| n.trim().trim_matches('`').to_string())
+            .filter(|n| !n.is_empty())
+            .collect()
+    };
+    section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .flat_map(|row| {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let labels: BTreeSet<String> = names(cells[2]).into_iter().collect();
+            names(cells[1])
+                .into_iter()
+                .map(move |n| (n, labels.clone()))
+        })
+        .collect()
 }
