@@ -25,8 +25,14 @@ pub const BATCH_BUCKETS: &[f64] = &[
 /// Every `reason` label `publish_failures_total` can carry (the publisher's `PublishError::reason`
 /// and the spool's). They are exported at 0 from the start so that `rate()` and alerts work before
 /// the first failure.
-pub const PUBLISH_FAILURE_REASONS: &[&str] =
-    &["not_connected", "timeout", "nack", "returned", "amqp_error"];
+pub const PUBLISH_FAILURE_REASONS: &[&str] = &[
+    "not_connected",
+    "blocked",
+    "timeout",
+    "nack",
+    "returned",
+    "amqp_error",
+];
 
 /// The bridge's metrics. Cloned handles are cheap; the registry is the only shared state.
 #[derive(Clone)]
@@ -50,6 +56,8 @@ pub struct Metrics {
     /// not one.
     pub connection_errors_total: IntCounterVec,
     pub amqp_connected: IntGauge,
+    /// 1 while the broker blocks the connection (`connection.blocked`: a memory or disk alarm).
+    pub amqp_blocked: IntGauge,
     pub amqp_reconnects_total: IntCounter,
     pub spool_events: IntGauge,
     pub spool_bytes: IntGauge,
@@ -124,6 +132,10 @@ impl Metrics {
         )?;
         let amqp_connected =
             IntGauge::with_opts(opts("amqp_connected", "1 when a broker connection is up."))?;
+        let amqp_blocked = IntGauge::with_opts(opts(
+            "amqp_blocked",
+            "1 while the broker blocks publishing (connection.blocked: memory or disk alarm).",
+        ))?;
         let amqp_reconnects_total = IntCounter::with_opts(opts(
             "amqp_reconnects_total",
             "Broker connections re-established.",
@@ -156,6 +168,7 @@ impl Metrics {
         registry.register(Box::new(publish_failures_total.clone()))?;
         registry.register(Box::new(connection_errors_total.clone()))?;
         registry.register(Box::new(amqp_connected.clone()))?;
+        registry.register(Box::new(amqp_blocked.clone()))?;
         registry.register(Box::new(amqp_reconnects_total.clone()))?;
         registry.register(Box::new(spool_events.clone()))?;
         registry.register(Box::new(spool_bytes.clone()))?;
@@ -186,6 +199,7 @@ impl Metrics {
             publish_failures_total,
             connection_errors_total,
             amqp_connected,
+            amqp_blocked,
             amqp_reconnects_total,
             spool_events,
             spool_bytes,
@@ -248,6 +262,7 @@ mod tests {
             "publish_failures_total",
             "connection_errors_total",
             "amqp_connected",
+            "amqp_blocked",
             "amqp_reconnects_total",
             "spool_events",
             "spool_bytes",

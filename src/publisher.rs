@@ -9,22 +9,29 @@
 //! manager drop the link and reconnect; channel errors take the same path, so the process
 //! never has to restart.
 //!
+//! A broker under a resource alarm (memory or disk) sends `connection.blocked` and stops reading
+//! publishes until `connection.unblocked`. While blocked, [`Publisher::publish`] fails at once
+//! with [`PublishError::Blocked`] (the request path spools instead of waiting out its deadline,
+//! the drainer waits), and a blocked link is never taken for a dead one: no reconnect storm.
+//!
 //! **Invariant:** [`Publisher::publish`] returns `Ok` only when every message was confirmed
 //! (`basic.ack`, not returned) by the broker. Anything else is an error the caller must answer
 //! with the spool or a 503 — never a 200.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::{Stream, StreamExt};
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event, ExchangeKind,
 };
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
@@ -38,6 +45,8 @@ use crate::metrics::Metrics;
 pub enum PublishError {
     #[error("not connected to the broker")]
     NotConnected,
+    #[error("the broker blocks publishing (resource alarm)")]
+    Blocked,
     #[error("broker did not confirm before the deadline")]
     Timeout,
     #[error("broker nacked the message")]
@@ -52,6 +61,7 @@ impl PublishError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::NotConnected => "not_connected",
+            Self::Blocked => "blocked",
             Self::Timeout => "timeout",
             Self::Nacked => "nack",
             Self::Returned => "returned",
@@ -86,7 +96,14 @@ struct Link {
     /// Start of a publish that waited at least [`MIN_WAIT_FOR_STALE`] and timed out, with no
     /// confirm on this link since.
     timed_out: Mutex<Option<Instant>>,
+    /// Between the broker's `connection.blocked` and `connection.unblocked`.
+    blocked: AtomicBool,
+    /// Wakes publishes waiting for confirms when the connection gets blocked.
+    on_block: Notify,
 }
+
+/// The connection's events (`connection.blocked` / `unblocked`), watched by the manager.
+type Events = Pin<Box<dyn Stream<Item = Event> + Send>>;
 
 impl Link {
     fn healthy(&self) -> bool {
@@ -113,12 +130,32 @@ impl Link {
         }
     }
 
+    fn is_blocked(&self) -> bool {
+        self.blocked.load(Ordering::Relaxed)
+    }
+
+    /// Record a `connection.blocked` (true) or `unblocked` (false); true if that changed
+    /// anything. Timeouts from before an unblock are forgotten: they were the alarm's doing.
+    fn set_blocked(&self, blocked: bool) -> bool {
+        let was = self.blocked.swap(blocked, Ordering::Relaxed);
+        if blocked {
+            self.on_block.notify_waiters();
+        } else {
+            self.confirmed();
+        }
+        was != blocked
+    }
+
     /// A publish timed out and nothing has been confirmed for [`STALE_AFTER`] since it began.
+    /// Never while the broker blocks the connection: that silence is the alarm, not a dead
+    /// link, and a new connection would be blocked the same way.
     fn stale(&self) -> bool {
-        self.timed_out
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|s| s.elapsed() >= STALE_AFTER)
+        !self.is_blocked()
+            && self
+                .timed_out
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|s| s.elapsed() >= STALE_AFTER)
     }
 }
 
@@ -151,6 +188,11 @@ impl Publisher {
 
     pub fn is_connected(&self) -> bool {
         self.link.borrow().as_ref().is_some_and(|l| l.healthy())
+    }
+
+    /// The broker has blocked the current connection (resource alarm): publishes fail at once.
+    pub fn is_blocked(&self) -> bool {
+        self.link.borrow().as_ref().is_some_and(|l| l.is_blocked())
     }
 
     /// Wait until connected or `timeout` passes; true when connected.
@@ -190,13 +232,27 @@ impl Publisher {
         let result = match &link {
             None => Err(PublishError::NotConnected),
             Some(link) => {
-                match tokio::time::timeout_at(deadline.into(), self.publish_on(link, messages))
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(_) => {
-                        link.publish_timed_out(started);
-                        Err(PublishError::Timeout)
+                // Registered before the check, so a block that lands in between still wakes us.
+                let blocked = link.on_block.notified();
+                tokio::pin!(blocked);
+                blocked.as_mut().enable();
+                if link.is_blocked() {
+                    // Publishing now would only wait out the deadline: the broker is not reading.
+                    Err(PublishError::Blocked)
+                } else {
+                    tokio::select! {
+                        biased;
+                        r = tokio::time::timeout_at(deadline.into(), self.publish_on(link, messages)) => {
+                            r.unwrap_or_else(|_| {
+                                link.publish_timed_out(started);
+                                Err(PublishError::Timeout)
+                            })
+                        }
+                        // Blocked while waiting for confirms: answer from the spool now rather
+                        // than at the deadline. The broker may still confirm these messages once
+                        // it unblocks, and the spool publishes them again: a duplicate with the
+                        // same message_id, which at-least-once allows.
+                        () = &mut blocked => Err(PublishError::Blocked),
                     }
                 }
             }
@@ -206,7 +262,10 @@ impl Publisher {
                 .publish_failures_total
                 .with_label_values(&[e.reason()])
                 .inc();
-            if !matches!(e, PublishError::Nacked | PublishError::Returned) {
+            if !matches!(
+                e,
+                PublishError::Nacked | PublishError::Returned | PublishError::Blocked
+            ) {
                 // A silent broker (network cut without RST) shows up as timeouts: have the
                 // manager check the link rather than wait for the heartbeat.
                 self.kick.notify_one();
@@ -263,7 +322,7 @@ impl Publisher {
                 break;
             }
             match self.connect_any().await {
-                Some(link) => {
+                Some((link, mut events)) => {
                     attempt = 0;
                     if ever_connected {
                         self.metrics.amqp_reconnects_total.inc();
@@ -277,6 +336,7 @@ impl Publisher {
                         tokio::select! {
                             _ = shutdown.changed() => break,
                             _ = self.kick.notified() => {},
+                            Some(event) = events.next() => self.on_event(&link, event),
                             _ = tokio::time::sleep(Duration::from_millis(250)) => {},
                         }
                         if !link.healthy() || *shutdown.borrow() {
@@ -289,6 +349,7 @@ impl Publisher {
                     }
                     self.link.send_replace(None);
                     self.metrics.amqp_connected.set(0);
+                    self.metrics.amqp_blocked.set(0);
                     if *shutdown.borrow() {
                         let _ = tokio::time::timeout(
                             Duration::from_secs(2),
@@ -318,14 +379,33 @@ impl Publisher {
         self.stopped.send_replace(true);
     }
 
+    /// `connection.blocked` / `unblocked` from the broker; other events are the manager's
+    /// usual business (a closed connection shows as an unhealthy link).
+    fn on_event(&self, link: &Link, event: Event) {
+        let (blocked, reason) = match event {
+            Event::ConnectionBlocked(reason) => (true, reason),
+            Event::ConnectionUnblocked => (false, String::new()),
+            _ => return,
+        };
+        if !link.set_blocked(blocked) {
+            return;
+        }
+        self.metrics.amqp_blocked.set(i64::from(blocked));
+        if blocked {
+            warn!(%reason, "broker blocks publishing (resource alarm); spooling until it unblocks");
+        } else {
+            info!("broker unblocked publishing");
+        }
+    }
+
     /// Try every URL in order; the first that connects and declares its topology wins.
-    async fn connect_any(&self) -> Option<Link> {
+    async fn connect_any(&self) -> Option<(Link, Events)> {
         for url in &self.cfg.urls {
             let shown = redact_url(url.expose());
             match tokio::time::timeout(self.cfg.connect_timeout, self.connect(url.expose())).await {
-                Ok(Ok(link)) => {
-                    info!(url = %shown, channels = link.channels.len(), "connected to broker");
-                    return Some(link);
+                Ok(Ok(connected)) => {
+                    info!(url = %shown, channels = connected.0.channels.len(), "connected to broker");
+                    return Some(connected);
                 }
                 Ok(Err(e)) => warn!(url = %shown, error = %e, "broker connection failed"),
                 Err(_) => warn!(url = %shown, "broker connection timed out"),
@@ -334,9 +414,11 @@ impl Publisher {
         None
     }
 
-    async fn connect(&self, url: &str) -> Result<Link, lapin::Error> {
+    async fn connect(&self, url: &str) -> Result<(Link, Events), lapin::Error> {
         let props = ConnectionProperties::default().with_connection_name("webhook-bridge".into());
         let conn = Connection::connect(&with_heartbeat(url), props).await?;
+        // Listen before the first publish: lapin only queues events once someone listens.
+        let events: Events = Box::pin(conn.events_listener());
         if self.cfg.declare_topology {
             let ch = conn.create_channel().await?;
             declare_topology(&ch, &self.cfg).await?;
@@ -348,12 +430,15 @@ impl Publisher {
             ch.confirm_select(ConfirmSelectOptions::default()).await?;
             channels.push(ch);
         }
-        Ok(Link {
+        let link = Link {
             conn,
             channels,
             next: AtomicUsize::new(0),
             timed_out: Mutex::new(None),
-        })
+            blocked: AtomicBool::new(false),
+            on_block: Notify::new(),
+        };
+        Ok((link, events))
     }
 }
 

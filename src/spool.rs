@@ -629,6 +629,14 @@ async fn drain(
                     }
                     continue;
                 }
+                if publisher.is_blocked() {
+                    // A resource alarm: the broker reads no publishes until it lifts.
+                    tokio::select! {
+                        _ = shutdown.changed() => {},
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {},
+                    }
+                    continue;
+                }
                 let dir = shared.dir.clone();
                 let read =
                     tokio::task::spawn_blocking(move || read_batch(&dir, id, offset, len)).await;

@@ -527,3 +527,132 @@ async fn channel_error_is_recovered_without_restart_and_the_event_is_kept() {
     );
     bridge.cleanup().await;
 }
+
+/// Sets RabbitMQ's memory high watermark to 0, which raises the memory alarm at once: the
+/// broker sends `connection.blocked` to publishing connections and stops reading their
+/// publishes. Restores the previous watermark on drop, so also when the test panics.
+struct MemoryAlarm {
+    previous: String,
+}
+
+impl MemoryAlarm {
+    fn raise() -> MemoryAlarm {
+        let out = std::process::Command::new("rabbitmqctl")
+            .args(["eval", "vm_memory_monitor:get_vm_memory_high_watermark()."])
+            .output()
+            .expect("rabbitmqctl");
+        let previous = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            previous.parse::<f64>().is_ok_and(|w| w > 0.0),
+            "unexpected watermark {previous:?}"
+        );
+        let alarm = MemoryAlarm { previous };
+        alarm.set("0");
+        alarm
+    }
+
+    fn set(&self, value: &str) {
+        let status = std::process::Command::new("rabbitmqctl")
+            .args(["set_vm_memory_high_watermark", value])
+            .status()
+            .expect("rabbitmqctl");
+        assert!(status.success(), "set_vm_memory_high_watermark {value}");
+    }
+}
+
+impl Drop for MemoryAlarm {
+    fn drop(&mut self) {
+        self.set(&self.previous);
+    }
+}
+
+async fn wait_metric(bridge: &Bridge, name: &str, want: f64, within: Duration) {
+    let end = Instant::now() + within;
+    loop {
+        let m = bridge.metrics().await;
+        if metric(&m, name) == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < end, "{name} never reached {want}:\n{m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A broker resource alarm (`connection.blocked`) is not a dead link: every webhook is still
+/// answered 200 at once from the spool instead of waiting out its deadline, the bridge does
+/// not reconnect, and when the alarm clears the spool drains and every acknowledged event
+/// arrives. Disturbs every publisher on the local broker, so it runs in the serial step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "raises the shared RabbitMQ's memory alarm; run serially"]
+async fn broker_memory_alarm_spools_at_once_and_drains_after() {
+    broker_available().await;
+    let bridge = Bridge::start().await;
+    let mut consumer = bridge.consumer("wegocod.#").await;
+    let before = load::run(&bridge, "alarm-a", 20, 4, Duration::ZERO, Arc::default()).await;
+    assert_eq!(before.count(|a| a.body.contains("\"accepted\"")), 20);
+
+    let alarm = tokio::task::spawn_blocking(MemoryAlarm::raise)
+        .await
+        .unwrap();
+    let during = load::run(&bridge, "alarm-b", 300, 8, Duration::ZERO, Arc::default()).await;
+    let m = bridge.metrics().await;
+    eprintln!("memory alarm: {}", during.summary());
+    assert_eq!(during.ok(), 300, "{}", during.summary());
+    assert_eq!(during.spooled(), 300, "nothing confirmed while blocked");
+    assert_eq!(metric(&m, "webhook_bridge_amqp_blocked"), Some(1.0), "{m}");
+    // Only the requests in flight when the block arrived waited for it; the rest were spooled
+    // without touching the broker.
+    let slow = during.count(|a| a.latency > Duration::from_millis(500));
+    assert!(
+        slow <= 8,
+        "{slow} requests took over 500 ms: {}",
+        during.summary()
+    );
+    assert!(
+        during.max_latency() < Duration::from_secs(2),
+        "{}",
+        during.summary()
+    );
+
+    tokio::task::spawn_blocking(move || drop(alarm))
+        .await
+        .unwrap();
+    wait_metric(
+        &bridge,
+        "webhook_bridge_amqp_blocked",
+        0.0,
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_metric(
+        &bridge,
+        "webhook_bridge_spool_events",
+        0.0,
+        Duration::from_secs(30),
+    )
+    .await;
+    let after = load::run(&bridge, "alarm-c", 20, 4, Duration::ZERO, Arc::default()).await;
+    assert_eq!(after.count(|a| a.body.contains("\"accepted\"")), 20);
+
+    let acked: std::collections::HashSet<String> = [&before, &during, &after]
+        .iter()
+        .flat_map(|r| r.acknowledged())
+        .collect();
+    let (seen, messages) = load::collect(&mut consumer, &acked, Duration::from_secs(10)).await;
+    let missing: Vec<_> = acked.difference(&seen).take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged events lost, e.g. {missing:?}"
+    );
+    eprintln!(
+        "memory alarm: {} acknowledged, {messages} messages arrived",
+        acked.len()
+    );
+    let m = bridge.metrics().await;
+    assert_eq!(
+        metric(&m, "webhook_bridge_amqp_reconnects_total"),
+        Some(0.0),
+        "a blocked connection is not a dead one:\n{m}"
+    );
+    bridge.cleanup().await;
+}
