@@ -12,12 +12,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::dedup::Dedup;
 use crate::envelope::Message;
 use crate::metrics::Metrics;
-use crate::publisher::Publisher;
+use crate::publisher::{PublishError, Publisher};
 use crate::spool::{Spool, SpoolError};
 
 /// What became of a request's messages; the HTTP layer maps it to a status code.
@@ -142,7 +142,13 @@ impl Delivery {
         let spool_deadline = deadline.checked_sub(ANSWER_MARGIN).unwrap_or(deadline);
         match tokio::time::timeout_at(spool_deadline.into(), spool.append(messages)).await {
             Ok(Ok(())) => {
-                warn!(error = %err, events = messages.len(), "publish failed; events spooled");
+                if matches!(err, PublishError::NotConnected | PublishError::Blocked) {
+                    // The publisher has logged the state once; a line per request would only
+                    // flood the log for as long as it lasts (`outcome="spooled"` counts them).
+                    debug!(error = %err, events = messages.len(), "events spooled");
+                } else {
+                    warn!(error = %err, events = messages.len(), "publish failed; events spooled");
+                }
                 self.remember(messages);
                 Outcome::Spooled {
                     spooled: messages.len(),
