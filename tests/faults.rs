@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::load::{self, metric};
+use common::load::{self, metric, wait_metric};
 use common::proxy::{Mode, Proxy};
 use common::*;
 use webhook_bridge::config::ProviderKind;
@@ -563,18 +563,6 @@ impl MemoryAlarm {
 impl Drop for MemoryAlarm {
     fn drop(&mut self) {
         self.set(&self.previous);
-    }
-}
-
-async fn wait_metric(bridge: &Bridge, name: &str, want: f64, within: Duration) {
-    let end = Instant::now() + within;
-    loop {
-        let m = bridge.metrics().await;
-        if metric(&m, name) == Some(want) {
-            return;
-        }
-        assert!(Instant::now() < end, "{name} never reached {want}:\n{m}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
-use common::load::{self, metric};
+use common::load::{self, metric, wait_metric};
 use common::proxy::{Mode, Proxy};
 use common::*;
 use webhook_bridge::config::ProviderKind;
@@ -20,18 +20,6 @@ fn options(proxy: &Proxy) -> BridgeOptions {
         amqp_extra: "reconnect_backoff_max = \"1s\"\nconnect_timeout = \"1s\"".into(),
         wait_broker: false,
         ..BridgeOptions::default()
-    }
-}
-
-async fn wait_metric(bridge: &Bridge, name: &str, value: f64, timeout: Duration) {
-    let end = Instant::now() + timeout;
-    loop {
-        let m = bridge.metrics().await;
-        if metric(&m, name) == Some(value) {
-            return;
-        }
-        assert!(Instant::now() < end, "{name} never reached {value}:\n{m}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

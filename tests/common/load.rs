@@ -223,3 +223,16 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// Poll the bridge's `/metrics` until `name` equals `value`; fails the test after `timeout`.
+pub async fn wait_metric(bridge: &Bridge, name: &str, value: f64, timeout: Duration) {
+    let end = Instant::now() + timeout;
+    loop {
+        let m = bridge.metrics().await;
+        if metric(&m, name) == Some(value) {
+            return;
+        }
+        assert!(Instant::now() < end, "{name} never reached {value}:\n{m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
