@@ -264,7 +264,9 @@ pub async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incomin
     let gauge = InFlightGauge::enter(&state.metrics.in_flight_requests);
     let (outcome, resp) = match state.in_flight.try_acquire() {
         Ok(_permit) => {
-            let work = process(&state, peer, req, work_until, &trace);
+            // Boxed: the request future is a few KiB; moved by pointer, not copied into each
+            // wrapper (guard, timeout, task).
+            let work = Box::pin(process(&state, peer, req, work_until, &trace));
             match guarded(answer_by, work).await {
                 Ok(answer) => answer,
                 Err(GuardError::Panicked) => {

@@ -1,6 +1,7 @@
-//! The load generator's HTTP/1.1 client: a pool of keep-alive connections, each driven by the
-//! task that sends on it.
+//! The load generator's HTTP/1.1 clients: [`Pool`] picks the lean wire client (default, see
+//! `wire.rs`) or hyper's connection-level client (`--client hyper`), below.
 //!
+//! hyper's: a pool of keep-alive connections, each driven by the task that sends on it.
 //! `hyper_util`'s pooled client runs every connection in a task of its own and hands each
 //! request and response across tasks (two extra task wake-ups per request, which on a
 //! two-core machine shared with the broker and the bridge cost real microseconds of
@@ -27,8 +28,53 @@ struct Idle {
     since: Instant,
 }
 
-/// Keep-alive connections to one address.
-pub struct Pool {
+/// Which HTTP client the load generator uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// One buffer written per request, the answer parsed with httparse (`wire.rs`).
+    Wire,
+    /// hyper's HTTP/1.1 connection-level client.
+    Hyper,
+}
+
+/// Keep-alive connections to one address, through the chosen client.
+pub enum Pool {
+    Wire(crate::wire::Pool),
+    Hyper(HyperPool),
+}
+
+impl Pool {
+    pub fn new(addr: SocketAddr, kind: Kind) -> Self {
+        match kind {
+            Kind::Wire => Self::Wire(crate::wire::Pool::new(addr)),
+            Kind::Hyper => Self::Hyper(HyperPool::new(addr)),
+        }
+    }
+
+    /// Send `req` (its URI's path and query are used; `Host` is set) and read the whole answer.
+    pub async fn send(
+        &self,
+        req: http::Request<Full<Bytes>>,
+    ) -> Result<(http::StatusCode, Bytes), String> {
+        match self {
+            Self::Hyper(pool) => pool.send(req).await,
+            Self::Wire(pool) => {
+                let (parts, body) = req.into_parts();
+                // A `Full` body is ready at once; its error type is `Infallible`.
+                let body = body
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
+                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                pool.send(&parts.method, path, &parts.headers, &body).await
+            }
+        }
+    }
+}
+
+/// hyper's keep-alive connections to one address.
+pub struct HyperPool {
     addr: SocketAddr,
     host: http::HeaderValue,
     idle: Mutex<Vec<Idle>>,
@@ -38,7 +84,7 @@ pub struct Pool {
 /// never reuse one that has been idle nearly that long.
 const MAX_IDLE: Duration = Duration::from_secs(2);
 
-impl Pool {
+impl HyperPool {
     pub fn new(addr: SocketAddr) -> Self {
         let host = http::HeaderValue::from_str(&addr.to_string())
             .unwrap_or_else(|_| http::HeaderValue::from_static("localhost"));
@@ -70,8 +116,7 @@ impl Pool {
         None
     }
 
-    /// Send `req` (its URI's path and query are used; `Host` is set) and read the whole answer.
-    pub async fn send(
+    async fn send(
         &self,
         mut req: http::Request<Full<Bytes>>,
     ) -> Result<(http::StatusCode, Bytes), String> {

@@ -19,6 +19,7 @@ mod client;
 mod load;
 mod split;
 mod sys;
+mod wire;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -101,6 +102,10 @@ struct Args {
     /// generator and hyper put on webhook rates.
     #[arg(long)]
     http_ceiling: bool,
+    /// The load generator's HTTP client: `wire` (one write per request, httparse; default) or
+    /// `hyper` (hyper's connection-level client, which costs the shared cores more per request).
+    #[arg(long, value_enum, default_value_t = client::Kind::Wire)]
+    client: client::Kind,
     /// Also run the bridge's publisher module inside the bench (no HTTP, no bridge process),
     /// alternating with raw lapin: the publish path's own share of the gap.
     #[arg(long)]
@@ -354,7 +359,7 @@ async fn run_phases(
         template.body.len()
     );
     let raw = RawPublisher::new(amqp, args.channels, &raw_exchange, &template).await?;
-    let http = HttpDriver::new(&config, bridge.port, args.batch, tag);
+    let http = HttpDriver::new(&config, bridge.port, args.batch, tag, args.client);
 
     let mut watch = ProcWatch::new(bridge.pid(), broker_pid);
     let mut rows: Vec<Row> = Vec::new();
@@ -1027,6 +1032,7 @@ fn publisher_op(publisher: &Arc<webhook_bridge::publisher::Publisher>, msg: &Mes
 /// Sends signed webhooks to the bridge over a pool of keep-alive connections.
 struct HttpDriver {
     client: Arc<client::Pool>,
+    kind: client::Kind,
     wegocod_uri: http::Uri,
     wegocod_auth: AuthConfig,
     isendu_uri: http::Uri,
@@ -1036,8 +1042,11 @@ struct HttpDriver {
 }
 
 impl HttpDriver {
-    fn new(config: &Config, port: u16, batch: usize, tag: &str) -> Self {
-        let client = Arc::new(client::Pool::new(SocketAddr::from(([127, 0, 0, 1], port))));
+    fn new(config: &Config, port: u16, batch: usize, tag: &str, kind: client::Kind) -> Self {
+        let client = Arc::new(client::Pool::new(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            kind,
+        ));
         let isendu = config
             .endpoints
             .iter()
@@ -1053,6 +1062,7 @@ impl HttpDriver {
         let token = signed.path_suffix.unwrap_or_default();
         Self {
             client,
+            kind,
             wegocod_uri: format!("http://127.0.0.1:{port}/webhooks/wegocod")
                 .parse()
                 .unwrap_or_default(),
@@ -1104,10 +1114,10 @@ impl HttpDriver {
     /// no auth, no parsing, no broker. Its rate is the ceiling the load generator and hyper
     /// put on any webhook rate.
     fn healthz_op(&self, admin_port: u16) -> Op {
-        let client = Arc::new(client::Pool::new(SocketAddr::from((
-            [127, 0, 0, 1],
-            admin_port,
-        ))));
+        let client = Arc::new(client::Pool::new(
+            SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            self.kind,
+        ));
         let uri: http::Uri = format!("http://127.0.0.1:{admin_port}/healthz")
             .parse()
             .unwrap_or_default();

@@ -61,7 +61,10 @@ impl Snapshot {
 
     /// Scrape the bridge's admin port; `None` if it does not answer.
     pub async fn scrape(admin_port: u16, endpoint: &str) -> Option<Self> {
-        let pool = client::Pool::new(SocketAddr::from(([127, 0, 0, 1], admin_port)));
+        let pool = client::Pool::new(
+            SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            client::Kind::Hyper,
+        );
         let req = http::Request::get("/metrics")
             .body(Full::new(Bytes::new()))
             .ok()?;
@@ -96,9 +99,8 @@ impl Split {
         if requests <= 0.0 {
             return Split::default();
         }
-        let weighted = |f: fn(&Split) -> f64| {
-            parts.iter().map(|p| f(p) * p.requests).sum::<f64>() / requests
-        };
+        let weighted =
+            |f: fn(&Split) -> f64| parts.iter().map(|p| f(p) * p.requests).sum::<f64>() / requests;
         Split {
             requests,
             handler: weighted(|p| p.handler),
