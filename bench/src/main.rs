@@ -447,12 +447,7 @@ async fn run_phases(
         .zip(&br_rounds)
         .map(|(r, b)| b.events_per_sec() / r.events_per_sec().max(1.0))
         .collect();
-    ratios.sort_by(f64::total_cmp);
-    let median_ratio = if ratios.len() % 2 == 1 {
-        ratios[ratios.len() / 2]
-    } else {
-        (ratios[ratios.len() / 2 - 1] + ratios[ratios.len() / 2]) / 2.0
-    };
+    let median_ratio = median(&mut ratios);
     let raw_full = PhaseResult::combine(raw_rounds);
     let br_full = PhaseResult::combine(br_rounds);
     print_split(&split::Split::combine(&splits), &br_full, &raw_full);
@@ -493,7 +488,7 @@ async fn run_phases(
         if !publisher.wait_connected(Duration::from_secs(10)).await {
             bail!("the in-process publisher did not connect");
         }
-        let p = side
+        let (p, _) = side
             .against_raw(
                 &raw,
                 publisher_op(&publisher, &template),
@@ -508,6 +503,7 @@ async fn run_phases(
             None,
         ));
     }
+    let mut coupled_ratio = None;
     if args.coupled_phase {
         // Raw lapin, but each publish waits for one trivial HTTP exchange first (`GET /healthz`
         // on the bridge's admin port, same client): the ceiling of *any* publisher whose
@@ -521,9 +517,10 @@ async fn run_phases(
                 publish(w, q).await
             })
         });
-        let c = side
+        let (c, mut ratios) = side
             .against_raw(&raw, coupled, "raw behind one HTTP round trip", &mut checks)
             .await?;
+        coupled_ratio = Some(median(&mut ratios));
         rows.push(Row::new(
             &format!("raw lapin, each publish behind one GET /healthz, c={conc}"),
             &c,
@@ -644,6 +641,13 @@ async fn run_phases(
         ),
         median_ratio >= 0.9,
     );
+    if let Some(c) = coupled_ratio {
+        println!(
+            "  (for reference: raw behind one HTTP round trip / raw = {c:.2}, the ceiling of any \
+             HTTP front end here; single-event webhooks / that = {:.2})",
+            median_ratio / c.max(f64::MIN_POSITIVE)
+        );
+    }
     if let Some(b) = &isendu_row {
         let r2 = b.events_per_sec() / raw_full.events_per_sec();
         let per_req = b.acked_events as f64 / b.acked_ops.max(1) as f64;
@@ -683,6 +687,16 @@ async fn run_phases(
         bail!("the queue did not receive exactly the acknowledged events");
     }
     Ok(())
+}
+
+/// The median of `v` (sorted in place); 0 for an empty slice.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// The bridge's full-load request time, split by its own histograms (means over the rounds).
@@ -988,8 +1002,9 @@ impl Side<'_> {
         op: Op,
         name: &str,
         checks: &mut Vec<String>,
-    ) -> Result<PhaseResult> {
+    ) -> Result<(PhaseResult, Vec<f64>)> {
         let mut parts = Vec::new();
+        let mut ratios = Vec::new();
         for i in 0..self.rounds {
             let r = load::closed_loop(self.conc, self.warmup, self.round, raw.op()).await;
             let what = format!("raw (vs {name}) round {}", i + 1);
@@ -1004,9 +1019,10 @@ impl Side<'_> {
                 p.events_per_sec(),
                 p.events_per_sec() / r.events_per_sec().max(1.0)
             );
+            ratios.push(p.events_per_sec() / r.events_per_sec().max(1.0));
             parts.push(p);
         }
-        Ok(PhaseResult::combine(parts))
+        Ok((PhaseResult::combine(parts), ratios))
     }
 }
 
@@ -1252,5 +1268,17 @@ fn print_table(rows: &[Row]) {
             r.rss_kib
                 .map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_even_and_empty_slices() {
+        assert_eq!(median(&mut [0.9, 0.7, 0.8]), 0.8);
+        assert!((median(&mut [0.9, 0.7, 0.8, 0.6]) - 0.75).abs() < 1e-12);
+        assert_eq!(median(&mut []), 0.0);
     }
 }
