@@ -12,7 +12,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, warn};
+use tokio::sync::watch;
+use tracing::{debug, error, warn};
 
 use crate::dedup::Dedup;
 use crate::envelope::Message;
@@ -193,6 +194,47 @@ impl Delivery {
     fn remember(&self, messages: &[Message]) {
         if let Some(d) = &self.dedup {
             d.insert(messages.iter().map(|m| m.id.as_str()));
+        }
+    }
+}
+
+/// Returned messages of other requests that could not be parked (see the `publisher` module
+/// docs): into the spool, whose drainer retries them until the unrouted queue takes them.
+/// Without a spool, or with one refusing for half a minute, they can only be reported. Runs
+/// until `stop`, then spools what is left once.
+pub async fn keep_strays(
+    publisher: Arc<Publisher>,
+    spool: Option<Arc<Spool>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    const ATTEMPTS: u32 = 30;
+    loop {
+        let (strays, stopping) = tokio::select! {
+            s = publisher.strays() => (s, false),
+            _ = stop.changed() => (publisher.take_strays(), true),
+        };
+        if !strays.is_empty() {
+            let Some(spool) = &spool else {
+                error!(
+                    events = strays.len(),
+                    "unroutable messages of answered requests could not be parked and the spool \
+                     is off: they are lost"
+                );
+                continue;
+            };
+            let mut attempt = 0;
+            while let Err(e) = spool.append(&strays).await {
+                attempt += 1;
+                if stopping || attempt >= ATTEMPTS {
+                    error!(error = %e, events = strays.len(), "unroutable messages of answered requests could not be spooled: they are lost");
+                    break;
+                }
+                warn!(error = %e, events = strays.len(), "cannot spool unroutable messages yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        if stopping {
+            break;
         }
     }
 }

@@ -91,6 +91,11 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     // The broker side stops only after the listeners, so in-flight requests can still publish.
     let (amqp_stop_tx, amqp_stop_rx) = shutdown::channel();
     let publisher = Publisher::start(config.amqp.clone(), metrics.clone(), amqp_stop_rx.clone());
+    let strays = tokio::spawn(delivery::keep_strays(
+        Arc::clone(&publisher),
+        spool.clone(),
+        amqp_stop_rx.clone(),
+    ));
     let drainer = spool
         .as_ref()
         .map(|s| s.start_drainer(Arc::clone(&publisher), amqp_stop_rx));
@@ -124,6 +129,9 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         && tokio::time::timeout(CLOSE_TIMEOUT, drainer).await.is_err()
     {
         warn!("spool drainer did not stop in time");
+    }
+    if tokio::time::timeout(CLOSE_TIMEOUT, strays).await.is_err() {
+        warn!("spooling of returned messages did not stop in time");
     }
     if tokio::time::timeout(CLOSE_TIMEOUT, publisher.closed())
         .await

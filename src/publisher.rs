@@ -15,9 +15,24 @@
 //! the drainer waits), and a blocked link is never taken for a dead one: no reconnect storm.
 //!
 //! **Invariant:** [`Publisher::publish`] returns `Ok` only when every message was confirmed
-//! (`basic.ack`, not returned) by the broker. Anything else is an error the caller must answer
-//! with the spool or a 503 — never a 200.
+//! by the broker: acked and routed, or — returned as unroutable — acked again in the unrouted
+//! queue. Anything else is an error the caller must answer with the spool or a 503 — never a
+//! 200.
+//!
+//! **Returned messages.** With the default topology the exchange's alternate exchange takes
+//! unroutable messages and the broker never returns one. Without it (`declare_topology = false`
+//! on an exchange that has none, or a deleted unrouted queue) the broker returns them, and
+//! lapin hands each return to whichever pending confirm of the channel it resolves next — with a
+//! multiple-ack, not necessarily the one of the returned message. So a return is identified by
+//! its `message_id`, never by the confirm that carried it: whoever receives one *parks* it, i.e.
+//! publishes it to the `…unrouted` queue through the default exchange on a channel of its own,
+//! one message at a time (exact attribution). What cannot be parked is the caller's failure if
+//! it is the caller's own message, and otherwise a *stray* — another request's message, which
+//! may already have been answered 200 — that [`Publisher::strays`] hands to the spool. Confirms a
+//! cancelled publish leaves behind are awaited by a reaper task, so their returns are not lost
+//! either.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -25,6 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
+use lapin::message::BasicReturnMessage;
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
@@ -32,9 +48,10 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event, ExchangeKind,
+    PublisherConfirm,
 };
 use tokio::sync::{Notify, watch};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{AmqpConfig, redact_url};
 use crate::envelope::Message;
@@ -168,19 +185,57 @@ pub struct Publisher {
     kick: Notify,
     /// Turns true once the manager has closed the connection and exited.
     stopped: watch::Sender<bool>,
+    /// Returned messages of other requests that could not be parked (see the module docs).
+    strays: Arc<Strays>,
+    /// Where returned messages are parked: the `…unrouted` queue.
+    unrouted: Arc<str>,
 }
+
+/// Returned messages that are nobody's failure to report and could not be parked: the spool
+/// must take them (`Publisher::strays`).
+#[derive(Default)]
+struct Strays {
+    list: Mutex<Vec<Message>>,
+    added: Notify,
+}
+
+impl Strays {
+    fn push(&self, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        self.list
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(messages);
+        self.added.notify_one();
+    }
+
+    fn take(&self) -> Vec<Message> {
+        std::mem::take(&mut *self.list.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// How long a reaper waits for the confirms a cancelled publish left behind.
+const REAP_FOR: Duration = Duration::from_secs(60);
+
+/// How long parking one returned message may wait for its confirm.
+const PARK_CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Publisher {
     /// Create the publisher and spawn its connection manager. Returns before the first connect;
     /// `is_connected` tells when the broker is usable.
     pub fn start(cfg: AmqpConfig, metrics: Metrics, shutdown: watch::Receiver<bool>) -> Arc<Self> {
         let (link, _) = watch::channel(None);
+        let unrouted = Arc::from(cfg.unrouted_queue().as_str());
         let publisher = Arc::new(Self {
             cfg,
             metrics,
             link,
             kick: Notify::new(),
             stopped: watch::channel(false).0,
+            strays: Arc::default(),
+            unrouted,
         });
         tokio::spawn(Arc::clone(&publisher).manage(shutdown));
         publisher
@@ -211,6 +266,25 @@ impl Publisher {
     pub async fn closed(&self) {
         let mut rx = self.stopped.subscribe();
         let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Wait for returned messages of other requests that could not be parked (see the module
+    /// docs) and take them; the caller must make them durable (the spool). Cancel-safe: nothing
+    /// is taken until the wait is over.
+    pub async fn strays(&self) -> Vec<Message> {
+        loop {
+            let added = self.strays.added.notified();
+            let taken = self.strays.take();
+            if !taken.is_empty() {
+                return taken;
+            }
+            added.await;
+        }
+    }
+
+    /// Strays not taken yet, without waiting (at shutdown).
+    pub fn take_strays(&self) -> Vec<Message> {
+        self.strays.take()
     }
 
     fn current(&self) -> Option<Arc<Link>> {
@@ -274,10 +348,16 @@ impl Publisher {
         result
     }
 
-    async fn publish_on(&self, link: &Link, messages: &[Message]) -> Result<(), PublishError> {
+    async fn publish_on(&self, link: &Arc<Link>, messages: &[Message]) -> Result<(), PublishError> {
         let channel = link.channel();
         let started = Instant::now();
-        let mut confirms = Vec::with_capacity(messages.len());
+        // Confirms left unresolved when this future is dropped (deadline, block) go to a reaper.
+        let mut pending = Unsettled {
+            confirms: VecDeque::with_capacity(messages.len()),
+            link: Arc::clone(link),
+            unrouted: Arc::clone(&self.unrouted),
+            strays: Arc::clone(&self.strays),
+        };
         for msg in messages {
             let confirm = channel
                 .basic_publish(
@@ -291,25 +371,46 @@ impl Publisher {
                     properties(msg),
                 )
                 .await?;
-            confirms.push(confirm);
+            pending.confirms.push_back(confirm);
         }
-        let mut failure = None;
-        for confirm in confirms {
-            match confirm.await? {
+        let mut returned = Vec::new();
+        let mut nacked = false;
+        while let Some(confirm) = pending.confirms.front_mut() {
+            let confirmation = confirm.await;
+            pending.confirms.pop_front();
+            match confirmation? {
                 Confirmation::Ack(None) => {}
-                Confirmation::Ack(Some(_)) => failure = Some(PublishError::Returned),
-                Confirmation::Nack(_) | Confirmation::NotRequested => {
-                    failure = Some(PublishError::Nacked)
+                Confirmation::Ack(Some(r)) => returned.push(returned_message(r)),
+                Confirmation::Nack(r) => {
+                    nacked = true;
+                    returned.extend(r.map(returned_message));
                 }
+                Confirmation::NotRequested => nacked = true,
             }
         }
         link.confirmed();
         self.metrics
             .publish_confirm_seconds
             .observe(started.elapsed().as_secs_f64());
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(()),
+        let mut own_unparked = false;
+        if !returned.is_empty() {
+            let mut returned = Returned {
+                left: returned,
+                strays: Arc::clone(&self.strays),
+            };
+            let unparked = park(&link.conn, &self.unrouted, &mut returned).await;
+            let (own, others): (Vec<_>, Vec<_>) = unparked
+                .into_iter()
+                .partition(|m| messages.iter().any(|x| x.id == m.id));
+            own_unparked = !own.is_empty();
+            self.strays.push(others);
+        }
+        if nacked {
+            Err(PublishError::Nacked)
+        } else if own_unparked {
+            Err(PublishError::Returned)
+        } else {
+            Ok(())
         }
     }
 
@@ -517,6 +618,169 @@ pub fn properties(msg: &Message) -> BasicProperties {
         .with_timestamp(msg.timestamp)
         .with_app_id(ShortString::from("webhook-bridge"))
         .with_headers(headers)
+}
+
+/// The bridge's message again, from what the broker returned: the body and the properties it
+/// was published with (see [`properties`]) carry everything.
+fn returned_message(ret: BasicReturnMessage) -> Message {
+    let p = &ret.delivery.properties;
+    let source = p
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(&ShortString::from("cloudEvents_source")))
+        .and_then(|v| match v {
+            AMQPValue::LongString(s) => Some(s.to_string()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    Message {
+        id: p
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        routing_key: ret.delivery.routing_key.to_string(),
+        source,
+        timestamp: p.timestamp().unwrap_or(0),
+        body: ret.delivery.data,
+    }
+}
+
+/// Returned messages still to be parked; those left when it is dropped (the publish was
+/// cancelled mid-park) become strays, so the spool gets them.
+struct Returned {
+    left: Vec<Message>,
+    strays: Arc<Strays>,
+}
+
+impl Drop for Returned {
+    fn drop(&mut self) {
+        self.strays.push(std::mem::take(&mut self.left));
+    }
+}
+
+/// Confirms of a publish not awaited yet. Dropped with some left (the publish was cancelled at
+/// its deadline or by a block), it hands them to a reaper task: lapin may attach another
+/// request's returned message to any of them, and that message must not vanish with the
+/// confirm.
+struct Unsettled {
+    confirms: VecDeque<PublisherConfirm>,
+    link: Arc<Link>,
+    unrouted: Arc<str>,
+    strays: Arc<Strays>,
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        if self.confirms.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let confirms = std::mem::take(&mut self.confirms);
+        let (link, unrouted, strays) = (
+            Arc::clone(&self.link),
+            Arc::clone(&self.unrouted),
+            Arc::clone(&self.strays),
+        );
+        runtime.spawn(async move {
+            let mut returned = Returned {
+                left: Vec::new(),
+                strays,
+            };
+            for confirm in confirms {
+                // Resolves on the broker's ack or nack, or with an error when the channel closes.
+                if let Ok(Ok(Confirmation::Ack(Some(r)) | Confirmation::Nack(Some(r)))) =
+                    tokio::time::timeout(REAP_FOR, confirm).await
+                {
+                    returned.left.push(returned_message(r));
+                }
+            }
+            if !returned.left.is_empty() {
+                // The cancelled request spooled its own messages: whatever is left is a stray.
+                let unparked = park(&link.conn, &unrouted, &mut returned).await;
+                returned.strays.push(unparked);
+            }
+        });
+    }
+}
+
+/// Publish each returned message to the `queue` (the unrouted queue) through the default
+/// exchange, on a channel of its own and one at a time, so that a return there is known to be
+/// that message's. Returns the messages that were not confirmed there; each leaves
+/// `returned.left` only once settled, so a cancelled park leaves the rest to the strays.
+async fn park(conn: &Connection, queue: &str, returned: &mut Returned) -> Vec<Message> {
+    let mut unparked = Vec::new();
+    let channel = match conn.create_channel().await {
+        Ok(ch) => match ch.confirm_select(ConfirmSelectOptions::default()).await {
+            Ok(()) => Some(ch),
+            Err(e) => {
+                warn!(error = %e, "cannot open a channel to park returned messages");
+                None
+            }
+        },
+        Err(e) => {
+            warn!(error = %e, "cannot open a channel to park returned messages");
+            None
+        }
+    };
+    let mut usable = channel.is_some();
+    while let Some(msg) = returned.left.last() {
+        let parked = match (&channel, usable) {
+            (Some(ch), true) => park_one(ch, queue, msg).await,
+            _ => false,
+        };
+        let Some(msg) = returned.left.pop() else {
+            break;
+        };
+        if parked {
+            warn!(
+                routing_key = %msg.routing_key,
+                queue,
+                "the broker returned an unroutable message (the exchange has no working \
+                 alternate exchange); parked it in the unrouted queue"
+            );
+        } else {
+            // After a failure the channel's confirms may be out of step: stop using it.
+            usable = false;
+            unparked.push(msg);
+        }
+    }
+    if !unparked.is_empty() {
+        error!(
+            events = unparked.len(),
+            queue,
+            "unroutable messages could not be parked: the unrouted queue is missing or refused \
+             them; they stay in the spool until it accepts them"
+        );
+    }
+    if let Some(ch) = channel {
+        let _ = ch.close(200, ShortString::from("parked")).await;
+    }
+    unparked
+}
+
+async fn park_one(ch: &Channel, queue: &str, msg: &Message) -> bool {
+    let confirm = ch
+        .basic_publish(
+            ShortString::from(""),
+            ShortString::from(queue),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            &msg.body,
+            properties(msg),
+        )
+        .await;
+    match confirm {
+        Ok(confirm) => matches!(
+            tokio::time::timeout(PARK_CONFIRM_TIMEOUT, confirm).await,
+            Ok(Ok(Confirmation::Ack(None)))
+        ),
+        Err(_) => false,
+    }
 }
 
 /// Capped exponential backoff with full jitter: 100ms·2ⁿ, at most `max`, uniformly in [½, 1]×.

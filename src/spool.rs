@@ -566,6 +566,9 @@ async fn drain(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut failures: u32 = 0;
+    // After a batch with a returned (unroutable, unparkable) message: one record at a time, so
+    // the records before it are confirmed and passed, and only that one is retried.
+    let mut single = false;
     loop {
         if *shutdown.borrow() {
             break;
@@ -670,14 +673,19 @@ async fn drain(
                         continue;
                     }
                 };
+                let mut records = records;
+                if single {
+                    records.truncate(1);
+                }
                 let messages: Vec<Message> = records.iter().map(|(m, _)| m.clone()).collect();
                 let started = Instant::now();
                 match publisher
                     .publish(&messages, Instant::now() + DRAIN_CONFIRM_TIMEOUT)
                     .await
                 {
-                    Ok(()) | Err(PublishError::Returned) => {
+                    Ok(()) => {
                         failures = 0;
+                        single = false;
                         let bytes: u64 = records.iter().map(|(_, n)| n).sum();
                         let cursor = Cursor {
                             segment: id,
@@ -697,6 +705,10 @@ async fn drain(
                             ms = started.elapsed().as_millis() as u64,
                             "drained spooled events"
                         );
+                    }
+                    Err(PublishError::Returned) if messages.len() > 1 => {
+                        // Find the record at fault without waiting: the others go through.
+                        single = true;
                     }
                     Err(e) => {
                         failures = failures.saturating_add(1);

@@ -1,0 +1,234 @@
+//! Messages the broker *returns* (unroutable, `mandatory`) when the exchange has no working
+//! alternate exchange — an operator-managed topology (`declare_topology = false`) or a deleted
+//! unrouted queue. An acknowledged event must still end up somewhere durable: in the unrouted
+//! queue, or kept in the spool until it can be put there. Never skipped, never answered
+//! `accepted` and dropped because lapin handed the return to another request's confirm.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::load::{metric, wait_metric, wegocod_body};
+use common::*;
+use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use webhook_bridge::config::ProviderKind;
+
+/// A bridge that declares nothing, on one confirm channel (so every request's confirms share
+/// the channel's multiple-acks), and the exchange it publishes to, declared here *without* an
+/// alternate exchange.
+async fn bridge_without_alternate_exchange() -> Bridge {
+    let bridge = Bridge::start_with(BridgeOptions {
+        amqp_extra: "declare_topology = false\nchannels = 1".into(),
+        ..BridgeOptions::default()
+    })
+    .await;
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.exchange_declare(
+        ShortString::from(bridge.exchange.as_str()),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare exchange");
+    let _ = conn.close(200, ShortString::from("bye")).await;
+    bridge
+}
+
+/// The queue unroutable messages are parked in (`{exchange}.unrouted`), declared by the operator.
+async fn declare_unrouted_queue(exchange: &str) {
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.queue_declare(
+        ShortString::from(format!("{exchange}.unrouted").as_str()),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare unrouted queue");
+    let _ = conn.close(200, ShortString::from("bye")).await;
+}
+
+fn peddler_body(id: &str) -> Vec<u8> {
+    String::from_utf8_lossy(webhook_bridge::providers::samples::PEDDLER_CONFIRMED)
+        .replace("Lc7rRTyivvk_lC0w8kLoU", id)
+        .into_bytes()
+}
+
+/// `(status, body)` of one signed POST.
+async fn post(
+    bridge: &Bridge,
+    provider: ProviderKind,
+    path: &str,
+    secret: &str,
+    body: &[u8],
+) -> (u16, String) {
+    let resp = bridge.post_signed(provider, path, secret, body).await;
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+/// `data.entity_id` of everything in `consumer`'s queue, until it has been quiet for `quiet`.
+async fn drain_ids(consumer: &mut Consumer, quiet: Duration) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    while let Some(m) = consumer.next(quiet).await {
+        if let Some(id) = m
+            .body
+            .get("data")
+            .and_then(|d| d.get("entity_id"))
+            .and_then(|v| v.as_str())
+        {
+            ids.insert(id.to_string());
+        }
+    }
+    ids
+}
+
+#[tokio::test]
+async fn returned_events_are_parked_in_the_unrouted_queue_and_none_is_lost() {
+    broker_available().await;
+    let bridge = bridge_without_alternate_exchange().await;
+    declare_unrouted_queue(&bridge.exchange).await;
+    // Only WeGoCOD events have a binding; every Peddler event is unroutable and returned.
+    let mut routed = bridge.consumer("wegocod.#").await;
+    let tag = unique("ret");
+    let n = 60;
+    let mut requests = Vec::new();
+    for i in 0..n {
+        let wegocod = wegocod_body(&format!("{tag}-w{i}"));
+        let peddler = peddler_body(&format!("{tag}-p{i}"));
+        let b = &bridge;
+        requests.push(async move {
+            let w = post(
+                b,
+                ProviderKind::Wegocod,
+                "/webhooks/wegocod",
+                WEGOCOD_SECRET,
+                &wegocod,
+            );
+            let p = post(
+                b,
+                ProviderKind::Peddler,
+                "/webhooks/peddler",
+                PEDDLER_SECRET,
+                &peddler,
+            );
+            let (w, p) = tokio::join!(w, p);
+            [w, p]
+        });
+    }
+    let answers: Vec<(u16, String)> = futures_util::future::join_all(requests)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    for (status, body) in &answers {
+        assert_eq!(
+            *status, 200,
+            "every event is made durable somewhere: {body}"
+        );
+        assert!(
+            body.contains("\"accepted\":1") || body.contains("\"spooled\":1"),
+            "{body}"
+        );
+    }
+    wait_metric(
+        &bridge,
+        "webhook_bridge_spool_events",
+        0.0,
+        Duration::from_secs(30),
+    )
+    .await;
+
+    let wegocod_ids = drain_ids(&mut routed, Duration::from_secs(3)).await;
+    let mut unrouted = Consumer::existing(&format!("{}.unrouted", bridge.exchange)).await;
+    let parked = drain_ids(&mut unrouted, Duration::from_secs(3)).await;
+    for i in 0..n {
+        let w = format!("{tag}-w{i}");
+        assert!(
+            wegocod_ids.contains(&w),
+            "WeGoCOD event {w} missing from its queue"
+        );
+        assert!(
+            parked.contains(&format!("{tag}-p{i}")),
+            "acknowledged Peddler event {tag}-p{i} is neither routed nor parked: lost \
+             ({} of {n} parked)",
+            parked.len()
+        );
+    }
+    assert!(
+        !parked.iter().any(|id| id.starts_with(&format!("{tag}-w"))),
+        "a routable event was parked"
+    );
+    let m = bridge.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "webhook_bridge_publish_failures_total{reason=\"returned\"}"
+        )
+        .unwrap_or(0.0),
+        0.0,
+        "returns that were parked are not publish failures"
+    );
+    bridge.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_returned_event_stays_in_the_spool_until_it_can_be_parked() {
+    broker_available().await;
+    let bridge = bridge_without_alternate_exchange().await;
+    // No unrouted queue yet: the event can be neither routed nor parked.
+    let tag = unique("ret");
+    let (status, body) = post(
+        &bridge,
+        ProviderKind::Peddler,
+        "/webhooks/peddler",
+        PEDDLER_SECRET,
+        &peddler_body(&format!("{tag}-p")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"spooled\":1"), "kept in the spool: {body}");
+    // The drainer retries it and must not skip it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let m = bridge.metrics().await;
+    assert_eq!(
+        metric(&m, "webhook_bridge_spool_events"),
+        Some(1.0),
+        "the returned event was dropped from the spool"
+    );
+    // The operator adds the unrouted queue: the event lands there and the spool empties.
+    declare_unrouted_queue(&bridge.exchange).await;
+    wait_metric(
+        &bridge,
+        "webhook_bridge_spool_events",
+        0.0,
+        Duration::from_secs(30),
+    )
+    .await;
+    let mut unrouted = Consumer::existing(&format!("{}.unrouted", bridge.exchange)).await;
+    let parked = drain_ids(&mut unrouted, Duration::from_secs(3)).await;
+    assert!(
+        parked.contains(&format!("{tag}-p")),
+        "the event did not reach the unrouted queue: {parked:?}"
+    );
+    assert!(
+        bridge.logs().contains("unrouted"),
+        "the operator is told why the spool does not drain"
+    );
+    bridge.cleanup().await;
+}
