@@ -318,6 +318,15 @@ pub struct SpoolConfig {
     pub dir: PathBuf,
     #[serde(default = "default_spool_max", deserialize_with = "de_size")]
     pub max_bytes: u64,
+    /// On SIGTERM, after the last answer: how long to keep draining the spool to the broker
+    /// before exiting, so acknowledged events do not wait on a volume that may be deleted with
+    /// the pod. `0s` exits at once.
+    #[serde(default = "default_shutdown_drain", deserialize_with = "de_duration")]
+    pub shutdown_drain: Duration,
+}
+
+fn default_shutdown_drain() -> Duration {
+    Duration::from_secs(5)
 }
 
 impl Default for SpoolConfig {
@@ -326,6 +335,7 @@ impl Default for SpoolConfig {
             enabled: true,
             dir: default_spool_dir(),
             max_bytes: default_spool_max(),
+            shutdown_drain: default_shutdown_drain(),
         }
     }
 }

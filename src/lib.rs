@@ -50,11 +50,39 @@ pub enum StartError {
 /// How long the drainer and the broker connection get to wind down after the listeners stop.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Let the drainer empty the spool for at most `budget` (the broker may be back, or come back,
+/// in that time); whatever is left stays for the next start.
+async fn drain_before_exit(spool: &Spool, budget: Duration) {
+    let pending = spool.pending_events();
+    if pending == 0 || budget.is_zero() {
+        return;
+    }
+    info!(
+        events = pending,
+        budget_ms = budget.as_millis() as u64,
+        "draining the spool before exit"
+    );
+    let drained = tokio::time::timeout(budget, async {
+        while spool.pending_events() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    match drained {
+        Ok(()) => info!(events = pending, "spool drained"),
+        Err(_) => warn!(
+            events = spool.pending_events(),
+            "spool not drained in time; the events stay in it for the next start"
+        ),
+    }
+}
+
 /// Run the service until SIGTERM/SIGINT, then drain and return.
 ///
 /// Shutdown order: stop accepting and let in-flight requests finish (each ends confirmed,
-/// spooled or 503 before its deadline) → stop the drainer (what it had not seen confirmed stays
-/// in the spool for the next start) → close the broker connection.
+/// spooled or 503 before its deadline) → give the drainer up to `[spool] shutdown_drain` to
+/// empty the spool → stop it (what it had not seen confirmed stays in the spool for the next
+/// start) → close the broker connection.
 pub async fn serve(config: Config) -> Result<(), StartError> {
     for w in &config.warnings {
         warn!("{w}");
@@ -91,6 +119,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     // The broker side stops only after the listeners, so in-flight requests can still publish.
     let (amqp_stop_tx, amqp_stop_rx) = shutdown::channel();
     let publisher = Publisher::start(config.amqp.clone(), metrics.clone(), amqp_stop_rx.clone());
+    let spool_at_exit = spool.clone();
     let strays = tokio::spawn(delivery::keep_strays(
         Arc::clone(&publisher),
         spool.clone(),
@@ -124,6 +153,9 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     // In-flight requests finish within the ack deadline plus a margin for the last answers.
     let grace = config.ack_deadline + Duration::from_secs(1);
     http::serve_providers(providers_listener, state, stop_rx, grace).await;
+    if let Some(spool) = &spool_at_exit {
+        drain_before_exit(spool, config.spool.shutdown_drain).await;
+    }
     let _ = amqp_stop_tx.send(true);
     if let Some(drainer) = drainer
         && tokio::time::timeout(CLOSE_TIMEOUT, drainer).await.is_err()

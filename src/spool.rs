@@ -741,9 +741,9 @@ mod tests {
 
     fn config(dir: &Path, max_bytes: u64) -> SpoolConfig {
         SpoolConfig {
-            enabled: true,
             dir: dir.to_path_buf(),
             max_bytes,
+            ..SpoolConfig::default()
         }
     }
 

@@ -1,5 +1,6 @@
-//! SIGTERM: the bridge stops accepting, finishes what is in flight, keeps what is spooled, and
-//! exits 0; every event it answered 2xx arrives.
+//! SIGTERM: the bridge stops accepting, finishes what is in flight, drains the spool to the
+//! broker for up to `[spool] shutdown_drain`, keeps what is left, and exits 0; every event it
+//! answered 2xx arrives.
 
 mod common;
 
@@ -134,5 +135,53 @@ async fn sigterm_with_broker_down_exits_0_and_keeps_the_spool_for_the_next_start
         "after restart: spool_events={:?}",
         metric(&m, "webhook_bridge_spool_events")
     );
+    bridge.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_the_spool_to_a_broker_that_is_back_before_exiting() {
+    broker_available().await;
+    let proxy = Proxy::start("127.0.0.1:5672", Mode::Cut).await;
+    let spool = tempfile::tempdir().expect("spool dir");
+    let mut bridge = Bridge::start_with(BridgeOptions {
+        amqp_urls: vec![proxy.amqp_url()],
+        amqp_extra: "reconnect_backoff_max = \"1s\"\nconnect_timeout = \"1s\"".into(),
+        tables: format!(
+            "[spool]\ndir = \"{}\"\nshutdown_drain = \"8s\"",
+            spool.path().display()
+        ),
+        wait_broker: false,
+        ..BridgeOptions::default()
+    })
+    .await;
+    load::declare_exchange(&bridge.exchange).await;
+    let mut consumer = bridge.consumer("wegocod.#").await;
+    let report = load::run(
+        &bridge,
+        "termdrain",
+        100,
+        8,
+        Duration::ZERO,
+        Arc::new(AtomicUsize::new(0)),
+    )
+    .await;
+    assert_eq!(report.spooled(), 100, "{}", report.summary());
+    // SIGTERM while the broker is still unreachable; it comes back during the shutdown.
+    sigterm(&bridge);
+    proxy.restore();
+    let (status, took) = wait_exit(&mut bridge, Duration::from_secs(20)).await;
+    eprintln!("exit {status} after {took:?}");
+    assert!(status.success(), "exit code 0, got {status}");
+    let acked = report.acknowledged();
+    let (seen, _) = load::collect(&mut consumer, &acked, Duration::from_secs(5)).await;
+    assert!(
+        acked.is_subset(&seen),
+        "the spooled events reached the broker before the process exited ({} of {})",
+        acked.intersection(&seen).count(),
+        acked.len()
+    );
+    let logs = bridge.logs();
+    assert!(logs.contains("draining the spool before exit"), "{logs}");
+    assert!(logs.contains("spool drained"), "{logs}");
     bridge.cleanup().await;
 }
