@@ -59,6 +59,8 @@ pub enum SpoolError {
     Stopped,
     #[error("spool directory is in use by another process")]
     Locked,
+    #[error("an event of {bytes} bytes does not fit in a spool record")]
+    TooLarge { bytes: usize },
 }
 
 /// One request's records on their way to the writer.
@@ -257,6 +259,13 @@ impl Spool {
 
     /// Append `messages` as one contiguous run of records and return once they are fsync'd.
     pub async fn append(&self, messages: &[Message]) -> Result<(), SpoolError> {
+        // Refused before anything is written: a record the drainer could not read back would be
+        // skipped as corrupt after the provider was told it is safe.
+        if let Some(m) = messages.iter().find(|m| !fits_in_record(m)) {
+            return Err(SpoolError::TooLarge {
+                bytes: m.body.len(),
+            });
+        }
         let mut bytes = Vec::new();
         for m in messages {
             encode_record(m, &mut bytes);
@@ -340,6 +349,15 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     let n = u16::try_from(b.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&n.to_le_bytes());
     out.extend_from_slice(&b[..usize::from(n)]);
+}
+
+/// `m` can be written as a record that reads back whole: every string within its `u16` length
+/// and the payload within [`RECORD_MAX`].
+fn fits_in_record(m: &Message) -> bool {
+    let strings = [&m.id, &m.routing_key, &m.source];
+    strings.iter().all(|s| s.len() <= usize::from(u16::MAX))
+        && 1 + strings.iter().map(|s| 2 + s.len()).sum::<usize>() + 8 + 4 + m.body.len()
+            <= RECORD_MAX as usize
 }
 
 /// Append one record (header + payload) for `m` to `out`.
@@ -766,6 +784,35 @@ mod tests {
         let again = Spool::open(&config(tmp.path(), 1 << 20), metrics.clone()).unwrap();
         assert_eq!(again.pending_events(), 5);
         assert_eq!(metrics.spool_events.get(), 5);
+    }
+
+    #[tokio::test]
+    async fn an_event_too_large_for_a_record_is_refused_before_anything_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new().unwrap();
+        let spool = Spool::open(&config(tmp.path(), 1 << 30), metrics).unwrap();
+        let mut big = msg(1);
+        big.body = vec![b'x'; RECORD_MAX as usize];
+        let batch = vec![msg(0), big];
+        assert!(matches!(
+            spool.append(&batch).await,
+            Err(SpoolError::TooLarge { .. })
+        ));
+        assert_eq!(
+            spool.pending_events(),
+            0,
+            "nothing of the batch was written"
+        );
+        let mut long_key = msg(2);
+        long_key.routing_key = "k".repeat(70_000);
+        assert!(spool.append(&[long_key]).await.is_err());
+        // The largest body that fits is written and read back.
+        let mut largest = msg(3);
+        largest.body =
+            vec![b'y'; RECORD_MAX as usize - 64 - largest.id.len() - largest.source.len()];
+        assert!(fits_in_record(&largest));
+        spool.append(&[largest]).await.unwrap();
+        assert_eq!(spool.pending_events(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
