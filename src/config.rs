@@ -724,6 +724,13 @@ impl Config {
                 Some(raw) => Some(resolve_secret(&raw, &key("api_secret"))?.0),
                 None => None,
             };
+            if ep.provider == ProviderKind::Isendu && api_secret.is_none() {
+                warnings.push(format!(
+                    "{} is not set: isendu's URL check ({{\"keyId\": …}}) will be answered 401 \
+                     and isendu will not use the URL",
+                    key("api_secret")
+                ));
+            }
             if let Some(event) = &ep.event
                 && ep.provider == ProviderKind::Mailship
                 && crate::providers::mailship::MailshipEvent::from_name(event).is_none()
@@ -893,6 +900,30 @@ urls = ["amqp://guest:guest@127.0.0.1:5672/%2f"]
         assert_eq!(cfg.endpoints[0].secrets.len(), 2);
         assert_eq!(cfg.endpoints[0].allow_ips.len(), 2);
         assert_eq!(cfg.warnings.len(), 2);
+    }
+
+    #[test]
+    fn an_isendu_endpoint_without_api_secret_is_warned_about() {
+        let without = format!(
+            "{BASE}\n[[endpoint]]\nname='i'\nprovider='isendu'\npath='/i'\nsecret='test-token'\n"
+        );
+        let cfg = Config::from_toml(&without).unwrap();
+        assert!(
+            cfg.warnings
+                .iter()
+                .any(|w| w.contains("endpoint[0].api_secret")),
+            "{:?}",
+            cfg.warnings
+        );
+        let with = format!("{without}api_secret='test-api-secret'\n");
+        let cfg = Config::from_toml(&with).unwrap();
+        assert!(
+            !cfg.warnings
+                .iter()
+                .any(|w| w.contains("api_secret is not set")),
+            "{:?}",
+            cfg.warnings
+        );
     }
 
     #[test]

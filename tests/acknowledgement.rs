@@ -146,6 +146,11 @@ async fn ip_outside_allowlist_gets_403() {
         .post("/webhooks/peddler", &headers, samples::PEDDLER_CONFIRMED)
         .await;
     assert_eq!(resp.status(), 403);
+    assert_eq!(
+        resp.text().await.unwrap_or_default(),
+        r#"{"error":"forbidden"}"#,
+        "a generic body: nothing about the rule or the address"
+    );
     q.expect_none(QUIET).await;
     let resp = bridge
         .post(

@@ -1,3 +1,6 @@
+//! What the broker refuses. A queue that is full and set to `reject-publish` makes the broker
+//! *nack* a publish: the event is spooled and arrives once there is room.
+//!
 //! Messages the broker *returns* (unroutable, `mandatory`) when the exchange has no working
 //! alternate exchange — an operator-managed topology (`declare_topology = false`) or a deleted
 //! unrouted queue. An acknowledged event must still end up somewhere durable: in the unrouted
@@ -11,8 +14,9 @@ use std::time::Duration;
 
 use common::load::{metric, wait_metric, wegocod_body};
 use common::*;
+use lapin::options::QueueBindOptions;
 use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
-use lapin::types::{FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use webhook_bridge::config::ProviderKind;
 
@@ -230,5 +234,88 @@ async fn a_returned_event_stays_in_the_spool_until_it_can_be_parked() {
         bridge.logs().contains("unrouted"),
         "the operator is told why the spool does not drain"
     );
+    bridge.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_nacked_event_is_spooled_and_arrives_once_the_queue_has_room() {
+    broker_available().await;
+    let bridge = Bridge::start().await;
+    // A queue of one message that refuses more (the broker nacks) instead of dropping the oldest.
+    let queue = unique("wbt-full");
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    let mut args = FieldTable::default();
+    args.insert(ShortString::from("x-max-length"), AMQPValue::LongInt(1));
+    args.insert(
+        ShortString::from("x-overflow"),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    ch.queue_declare(
+        ShortString::from(queue.as_str()),
+        QueueDeclareOptions {
+            auto_delete: false,
+            ..QueueDeclareOptions::default()
+        },
+        args,
+    )
+    .await
+    .expect("declare queue");
+    ch.queue_bind(
+        ShortString::from(queue.as_str()),
+        ShortString::from(bridge.exchange.as_str()),
+        ShortString::from("wegocod.#"),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("bind");
+    let tag = unique("nack");
+    let (status, body) = post(
+        &bridge,
+        ProviderKind::Wegocod,
+        "/webhooks/wegocod",
+        WEGOCOD_SECRET,
+        &wegocod_body(&format!("{tag}-1")),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, r#"{"accepted":1}"#));
+    // The queue is full: this one is nacked, and kept.
+    let (status, body) = post(
+        &bridge,
+        ProviderKind::Wegocod,
+        "/webhooks/wegocod",
+        WEGOCOD_SECRET,
+        &wegocod_body(&format!("{tag}-2")),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, r#"{"spooled":1}"#));
+    let m = bridge.metrics().await;
+    assert!(
+        metric(&m, "webhook_bridge_publish_failures_total{reason=\"nack\"}").unwrap_or(0.0) >= 1.0,
+        "the nack is counted"
+    );
+    // Consuming makes room; the drainer's retry then gets the second event in.
+    let mut consumer = Consumer::existing(&queue).await;
+    let mut ids = HashSet::new();
+    while ids.len() < 2 {
+        let Some(m) = consumer.next(Duration::from_secs(15)).await else {
+            break;
+        };
+        if let Some(id) = m.body.pointer("/data/entity_id").and_then(|v| v.as_str()) {
+            ids.insert(id.to_string());
+        }
+    }
+    assert!(ids.contains(&format!("{tag}-1")), "{ids:?}");
+    assert!(
+        ids.contains(&format!("{tag}-2")),
+        "the nacked event arrived from the spool: {ids:?}"
+    );
+    let _ = ch
+        .queue_delete(ShortString::from(queue.as_str()), Default::default())
+        .await;
+    let _ = conn.close(200, ShortString::from("bye")).await;
     bridge.cleanup().await;
 }
