@@ -523,7 +523,12 @@ fn writer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Append>, mut file
         };
         let result = (|| -> std::io::Result<()> {
             if rotate {
-                let next = shared.lock().active + 1;
+                // A file a failed rotation left behind (created, then the directory fsync
+                // failed) would make `create_new` fail forever: step over it.
+                let mut next = shared.lock().active + 1;
+                while segment_path(&shared.dir, next).exists() {
+                    next += 1;
+                }
                 file = create_segment(&shared.dir, next)?;
                 file_len = 0;
                 must_rotate = false;
@@ -784,6 +789,29 @@ mod tests {
         let again = Spool::open(&config(tmp.path(), 1 << 20), metrics.clone()).unwrap();
         assert_eq!(again.pending_events(), 5);
         assert_eq!(metrics.spool_events.get(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_segment_file_left_by_a_failed_rotation_does_not_stop_the_writer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&config(tmp.path(), 1 << 20), Metrics::new().unwrap()).unwrap();
+        spool.append(&[msg(0)]).await.unwrap();
+        // The drainer has caught up with the active segment, so the next write rotates; a file
+        // with the next id is already there.
+        let active = {
+            let mut st = spool.shared.lock();
+            let active = st.active;
+            let len = st.segments.get(&active).map_or(0, |s| s.len);
+            st.cursor = Cursor {
+                segment: active,
+                offset: len,
+            };
+            active
+        };
+        File::create(segment_path(tmp.path(), active + 1)).unwrap();
+        spool.append(&[msg(1)]).await.unwrap();
+        spool.append(&[msg(2)]).await.unwrap();
+        assert_eq!(spool.shared.lock().active, active + 2);
     }
 
     #[tokio::test]
