@@ -520,17 +520,13 @@ impl Publisher {
         let conn = Connection::connect(&with_heartbeat(url), props).await?;
         // Listen before the first publish: lapin only queues events once someone listens.
         let events: Events = Box::pin(conn.events_listener());
-        if self.cfg.declare_topology {
-            let ch = conn.create_channel().await?;
-            declare_topology(&ch, &self.cfg).await?;
-            let _ = ch.close(200, ShortString::from("topology declared")).await;
-        }
-        let mut channels = Vec::with_capacity(self.cfg.channels);
-        for _ in 0..self.cfg.channels {
-            let ch = conn.create_channel().await?;
-            ch.confirm_select(ConfirmSelectOptions::default()).await?;
-            channels.push(ch);
-        }
+        let channels = match self.open_channels(&conn).await {
+            Ok(channels) => channels,
+            Err(e) => {
+                let _ = conn.close(200, ShortString::from("setup failed")).await;
+                return Err(e);
+            }
+        };
         let link = Link {
             conn,
             channels,
@@ -540,6 +536,38 @@ impl Publisher {
             on_block: Notify::new(),
         };
         Ok((link, events))
+    }
+}
+
+impl Publisher {
+    /// Declare the topology, or with `declare_topology = false` check that the exchange exists
+    /// (passively: an operator's exchange may carry arguments a declaration would contradict),
+    /// then open the confirm channels. A missing exchange fails the connect, with the broker's
+    /// `NOT_FOUND` in the log, instead of every publish later.
+    async fn open_channels(&self, conn: &Connection) -> Result<Vec<Channel>, lapin::Error> {
+        let ch = conn.create_channel().await?;
+        if self.cfg.declare_topology {
+            declare_topology(&ch, &self.cfg).await?;
+        } else {
+            ch.exchange_declare(
+                ShortString::from(self.cfg.exchange.as_str()),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    passive: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        let _ = ch.close(200, ShortString::from("topology checked")).await;
+        let mut channels = Vec::with_capacity(self.cfg.channels);
+        for _ in 0..self.cfg.channels {
+            let ch = conn.create_channel().await?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            channels.push(ch);
+        }
+        Ok(channels)
     }
 }
 

@@ -25,10 +25,23 @@ use webhook_bridge::config::ProviderKind;
 /// alternate exchange.
 async fn bridge_without_alternate_exchange() -> Bridge {
     let bridge = Bridge::start_with(BridgeOptions {
-        amqp_extra: "declare_topology = false\nchannels = 1".into(),
+        amqp_extra: "declare_topology = false\nchannels = 1\nreconnect_backoff_max = \"500ms\""
+            .into(),
+        wait_broker: false,
         ..BridgeOptions::default()
     })
     .await;
+    // The exchange is not there yet: the bridge declares nothing, and does not connect.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        metric(&bridge.metrics().await, "webhook_bridge_amqp_connected"),
+        Some(0.0)
+    );
+    assert!(
+        bridge.logs().contains("NOT_FOUND"),
+        "the log says why: {}",
+        bridge.logs()
+    );
     let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
         .await
         .expect("connect");
@@ -45,6 +58,7 @@ async fn bridge_without_alternate_exchange() -> Bridge {
     .await
     .expect("declare exchange");
     let _ = conn.close(200, ShortString::from("bye")).await;
+    bridge.wait_connected(Duration::from_secs(20)).await;
     bridge
 }
 
