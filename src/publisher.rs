@@ -373,17 +373,22 @@ impl Publisher {
                 .await?;
             pending.confirms.push_back(confirm);
         }
-        let mut returned = Vec::new();
+        // Returns collected so far; should this future end early (a channel error below, or
+        // cancellation), they go to the strays rather than vanish.
+        let mut returned = Returned {
+            left: Vec::new(),
+            strays: Arc::clone(&self.strays),
+        };
         let mut nacked = false;
         while let Some(confirm) = pending.confirms.front_mut() {
             let confirmation = confirm.await;
             pending.confirms.pop_front();
             match confirmation? {
                 Confirmation::Ack(None) => {}
-                Confirmation::Ack(Some(r)) => returned.push(returned_message(r)),
+                Confirmation::Ack(Some(r)) => returned.left.push(returned_message(r)),
                 Confirmation::Nack(r) => {
                     nacked = true;
-                    returned.extend(r.map(returned_message));
+                    returned.left.extend(r.map(returned_message));
                 }
                 Confirmation::NotRequested => nacked = true,
             }
@@ -393,11 +398,7 @@ impl Publisher {
             .publish_confirm_seconds
             .observe(started.elapsed().as_secs_f64());
         let mut own_unparked = false;
-        if !returned.is_empty() {
-            let mut returned = Returned {
-                left: returned,
-                strays: Arc::clone(&self.strays),
-            };
+        if !returned.left.is_empty() {
             let unparked = park(&link.conn, &self.unrouted, &mut returned).await;
             let (own, others): (Vec<_>, Vec<_>) = unparked
                 .into_iter()
