@@ -589,9 +589,10 @@ async fn drain(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut failures: u32 = 0;
-    // After a batch with a returned (unroutable, unparkable) message: one record at a time, so
-    // the records before it are confirmed and passed, and only that one is retried.
-    let mut single = false;
+    // After a batch with a returned (unroutable, unparkable) message: one record at a time up to
+    // the end of that batch, so the records before the stuck one are confirmed and passed, and
+    // only that one is retried (each record of the batch is published once more, no more).
+    let mut single_until: Option<(u64, u64)> = None;
     loop {
         if *shutdown.borrow() {
             break;
@@ -697,8 +698,10 @@ async fn drain(
                     }
                 };
                 let mut records = records;
-                if single {
+                if single_until.is_some_and(|until| (id, offset) < until) {
                     records.truncate(1);
+                } else {
+                    single_until = None;
                 }
                 let messages: Vec<Message> = records.iter().map(|(m, _)| m.clone()).collect();
                 let started = Instant::now();
@@ -708,7 +711,6 @@ async fn drain(
                 {
                     Ok(()) => {
                         failures = 0;
-                        single = false;
                         let bytes: u64 = records.iter().map(|(_, n)| n).sum();
                         let cursor = Cursor {
                             segment: id,
@@ -731,7 +733,8 @@ async fn drain(
                     }
                     Err(PublishError::Returned) if messages.len() > 1 => {
                         // Find the record at fault without waiting: the others go through.
-                        single = true;
+                        let bytes: u64 = records.iter().map(|(_, n)| n).sum();
+                        single_until = Some((id, offset + bytes));
                     }
                     Err(e) => {
                         failures = failures.saturating_add(1);

@@ -116,15 +116,11 @@ async fn drain_ids(consumer: &mut Consumer, quiet: Duration) -> HashSet<String> 
     ids
 }
 
-#[tokio::test]
-async fn returned_events_are_parked_in_the_unrouted_queue_and_none_is_lost() {
-    broker_available().await;
-    let bridge = bridge_without_alternate_exchange().await;
-    declare_unrouted_queue(&bridge.exchange).await;
-    // Only WeGoCOD events have a binding; every Peddler event is unroutable and returned.
-    let mut routed = bridge.consumer("wegocod.#").await;
-    let tag = unique("ret");
-    let n = 60;
+/// `n` routable WeGoCOD events (`{tag}-w{i}`) and `n` unroutable Peddler events (`{tag}-p{i}`),
+/// all at once; each must be answered 200, accepted or spooled.
+/// Returns how many Peddler events were answered `accepted`: with nowhere to park them, those
+/// are the ones whose return lapin handed to another request's confirm (strays).
+async fn send_mixed(bridge: &Bridge, tag: &str, n: usize) -> usize {
     let mut requests = Vec::new();
     for i in 0..n {
         let wegocod = wegocod_body(&format!("{tag}-w{i}"));
@@ -149,11 +145,12 @@ async fn returned_events_are_parked_in_the_unrouted_queue_and_none_is_lost() {
             [w, p]
         });
     }
-    let answers: Vec<(u16, String)> = futures_util::future::join_all(requests)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+    let pairs = futures_util::future::join_all(requests).await;
+    let peddler_accepted = pairs
+        .iter()
+        .filter(|[_, (_, body)]| body.contains("\"accepted\":1"))
+        .count();
+    let answers: Vec<(u16, String)> = pairs.into_iter().flatten().collect();
     for (status, body) in &answers {
         assert_eq!(
             *status, 200,
@@ -164,6 +161,19 @@ async fn returned_events_are_parked_in_the_unrouted_queue_and_none_is_lost() {
             "{body}"
         );
     }
+    peddler_accepted
+}
+
+#[tokio::test]
+async fn returned_events_are_parked_in_the_unrouted_queue_and_none_is_lost() {
+    broker_available().await;
+    let bridge = bridge_without_alternate_exchange().await;
+    declare_unrouted_queue(&bridge.exchange).await;
+    // Only WeGoCOD events have a binding; every Peddler event is unroutable and returned.
+    let mut routed = bridge.consumer("wegocod.#").await;
+    let tag = unique("ret");
+    let n = 60;
+    send_mixed(&bridge, &tag, n).await;
     wait_metric(
         &bridge,
         "webhook_bridge_spool_events",
@@ -331,5 +341,49 @@ async fn a_nacked_event_is_spooled_and_arrives_once_the_queue_has_room() {
         .queue_delete(ShortString::from(queue.as_str()), Default::default())
         .await;
     let _ = conn.close(200, ShortString::from("bye")).await;
+    bridge.cleanup().await;
+}
+
+#[tokio::test]
+async fn with_nowhere_to_park_every_returned_event_waits_in_the_spool_and_none_is_lost() {
+    broker_available().await;
+    let bridge = bridge_without_alternate_exchange().await;
+    // No unrouted queue: a returned message can be parked nowhere. Whichever request lapin hands
+    // a return to, the event must end in the spool: its own request's, or as a stray.
+    let mut routed = bridge.consumer("wegocod.#").await;
+    let tag = unique("ret");
+    let n = 100;
+    let strays = send_mixed(&bridge, &tag, n).await;
+    eprintln!(
+        "{strays} of {n} unroutable events were answered accepted (their returns were handed to other requests)"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let waiting = metric(&bridge.metrics().await, "webhook_bridge_spool_events").unwrap_or(0.0);
+    assert!(
+        waiting >= n as f64,
+        "every unroutable event is kept in the spool ({waiting} waiting)"
+    );
+    declare_unrouted_queue(&bridge.exchange).await;
+    wait_metric(
+        &bridge,
+        "webhook_bridge_spool_events",
+        0.0,
+        Duration::from_secs(60),
+    )
+    .await;
+    let wegocod_ids = drain_ids(&mut routed, Duration::from_secs(3)).await;
+    let mut unrouted = Consumer::existing(&format!("{}.unrouted", bridge.exchange)).await;
+    let parked = drain_ids(&mut unrouted, Duration::from_secs(3)).await;
+    for i in 0..n {
+        assert!(
+            wegocod_ids.contains(&format!("{tag}-w{i}")),
+            "WeGoCOD {i} missing"
+        );
+        assert!(
+            parked.contains(&format!("{tag}-p{i}")),
+            "acknowledged Peddler event {i} lost ({} of {n} arrived)",
+            parked.len()
+        );
+    }
     bridge.cleanup().await;
 }
