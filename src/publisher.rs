@@ -216,7 +216,7 @@ impl Strays {
     }
 }
 
-/// How long a reaper waits for the confirms a cancelled publish left behind.
+/// How long a reaper waits, in all, for the confirms a cancelled publish left behind.
 const REAP_FOR: Duration = Duration::from_secs(60);
 
 /// How long parking one returned message may wait for its confirm.
@@ -718,10 +718,11 @@ impl Drop for Unsettled {
                 left: Vec::new(),
                 strays,
             };
+            let until = tokio::time::Instant::now() + REAP_FOR;
             for confirm in confirms {
                 // Resolves on the broker's ack or nack, or with an error when the channel closes.
                 if let Ok(Ok(Confirmation::Ack(Some(r)) | Confirmation::Nack(Some(r)))) =
-                    tokio::time::timeout(REAP_FOR, confirm).await
+                    tokio::time::timeout_at(until, confirm).await
                 {
                     returned.left.push(returned_message(r));
                 }
