@@ -742,19 +742,15 @@ impl Drop for Unsettled {
 /// `returned.left` only once settled, so a cancelled park leaves the rest to the strays.
 async fn park(conn: &Connection, queue: &str, returned: &mut Returned) -> Vec<Message> {
     let mut unparked = Vec::new();
-    let channel = match conn.create_channel().await {
-        Ok(ch) => match ch.confirm_select(ConfirmSelectOptions::default()).await {
-            Ok(()) => Some(ch),
-            Err(e) => {
-                warn!(error = %e, "cannot open a channel to park returned messages");
-                None
-            }
-        },
-        Err(e) => {
-            warn!(error = %e, "cannot open a channel to park returned messages");
-            None
-        }
-    };
+    let opened = async {
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok::<_, lapin::Error>(ch)
+    }
+    .await;
+    let channel = opened
+        .inspect_err(|e| warn!(error = %e, "cannot open a channel to park returned messages"))
+        .ok();
     let mut usable = channel.is_some();
     while let Some(msg) = returned.left.last() {
         let parked = match (&channel, usable) {

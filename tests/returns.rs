@@ -164,25 +164,10 @@ async fn send_mixed(bridge: &Bridge, tag: &str, n: usize) -> usize {
     peddler_accepted
 }
 
-#[tokio::test]
-async fn returned_events_are_parked_in_the_unrouted_queue_and_none_is_lost() {
-    broker_available().await;
-    let bridge = bridge_without_alternate_exchange().await;
-    declare_unrouted_queue(&bridge.exchange).await;
-    // Only WeGoCOD events have a binding; every Peddler event is unroutable and returned.
-    let mut routed = bridge.consumer("wegocod.#").await;
-    let tag = unique("ret");
-    let n = 60;
-    send_mixed(&bridge, &tag, n).await;
-    wait_metric(
-        &bridge,
-        "webhook_bridge_spool_events",
-        0.0,
-        Duration::from_secs(30),
-    )
-    .await;
-
-    let wegocod_ids = drain_ids(&mut routed, Duration::from_secs(3)).await;
+/// After [`send_mixed`]: every WeGoCOD event is in `routed`'s queue, every Peddler event in the
+/// unrouted queue, and no routable event was parked.
+async fn all_arrived(bridge: &Bridge, routed: &mut Consumer, tag: &str, n: usize) {
+    let wegocod_ids = drain_ids(routed, Duration::from_secs(3)).await;
     let mut unrouted = Consumer::existing(&format!("{}.unrouted", bridge.exchange)).await;
     let parked = drain_ids(&mut unrouted, Duration::from_secs(3)).await;
     for i in 0..n {
@@ -202,6 +187,27 @@ async fn returned_events_are_parked_in_the_unrouted_queue_and_none_is_lost() {
         !parked.iter().any(|id| id.starts_with(&format!("{tag}-w"))),
         "a routable event was parked"
     );
+}
+
+#[tokio::test]
+async fn returned_events_are_parked_in_the_unrouted_queue_and_none_is_lost() {
+    broker_available().await;
+    let bridge = bridge_without_alternate_exchange().await;
+    declare_unrouted_queue(&bridge.exchange).await;
+    // Only WeGoCOD events have a binding; every Peddler event is unroutable and returned.
+    let mut routed = bridge.consumer("wegocod.#").await;
+    let tag = unique("ret");
+    let n = 60;
+    send_mixed(&bridge, &tag, n).await;
+    wait_metric(
+        &bridge,
+        "webhook_bridge_spool_events",
+        0.0,
+        Duration::from_secs(30),
+    )
+    .await;
+
+    all_arrived(&bridge, &mut routed, &tag, n).await;
     let m = bridge.metrics().await;
     assert_eq!(
         metric(
@@ -371,19 +377,6 @@ async fn with_nowhere_to_park_every_returned_event_waits_in_the_spool_and_none_i
         Duration::from_secs(60),
     )
     .await;
-    let wegocod_ids = drain_ids(&mut routed, Duration::from_secs(3)).await;
-    let mut unrouted = Consumer::existing(&format!("{}.unrouted", bridge.exchange)).await;
-    let parked = drain_ids(&mut unrouted, Duration::from_secs(3)).await;
-    for i in 0..n {
-        assert!(
-            wegocod_ids.contains(&format!("{tag}-w{i}")),
-            "WeGoCOD {i} missing"
-        );
-        assert!(
-            parked.contains(&format!("{tag}-p{i}")),
-            "acknowledged Peddler event {i} lost ({} of {n} arrived)",
-            parked.len()
-        );
-    }
+    all_arrived(&bridge, &mut routed, &tag, n).await;
     bridge.cleanup().await;
 }

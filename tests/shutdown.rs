@@ -97,12 +97,7 @@ async fn sigterm_mid_load_exits_0_and_every_acked_event_arrives() {
 async fn sigterm_with_broker_down_exits_0_and_keeps_the_spool_for_the_next_start() {
     broker_available().await;
     let proxy = Proxy::start("127.0.0.1:5672", Mode::Cut).await;
-    let opts = || BridgeOptions {
-        amqp_urls: vec![proxy.amqp_url()],
-        amqp_extra: "reconnect_backoff_max = \"1s\"\nconnect_timeout = \"1s\"".into(),
-        wait_broker: false,
-        ..BridgeOptions::default()
-    };
+    let opts = || proxy.bridge_options();
     let mut bridge = Bridge::start_with(opts()).await;
     load::declare_exchange(&bridge.exchange).await;
     let mut consumer = bridge.consumer("wegocod.#").await;
@@ -144,14 +139,11 @@ async fn sigterm_drains_the_spool_to_a_broker_that_is_back_before_exiting() {
     let proxy = Proxy::start("127.0.0.1:5672", Mode::Cut).await;
     let spool = tempfile::tempdir().expect("spool dir");
     let mut bridge = Bridge::start_with(BridgeOptions {
-        amqp_urls: vec![proxy.amqp_url()],
-        amqp_extra: "reconnect_backoff_max = \"1s\"\nconnect_timeout = \"1s\"".into(),
         tables: format!(
             "[spool]\ndir = \"{}\"\nshutdown_drain = \"8s\"",
             spool.path().display()
         ),
-        wait_broker: false,
-        ..BridgeOptions::default()
+        ..proxy.bridge_options()
     })
     .await;
     load::declare_exchange(&bridge.exchange).await;

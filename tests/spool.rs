@@ -14,15 +14,6 @@ use common::proxy::{Mode, Proxy};
 use common::*;
 use webhook_bridge::config::ProviderKind;
 
-fn options(proxy: &Proxy) -> BridgeOptions {
-    BridgeOptions {
-        amqp_urls: vec![proxy.amqp_url()],
-        amqp_extra: "reconnect_backoff_max = \"1s\"\nconnect_timeout = \"1s\"".into(),
-        wait_broker: false,
-        ..BridgeOptions::default()
-    }
-}
-
 fn segments(bridge: &Bridge) -> Vec<std::path::PathBuf> {
     let mut segs: Vec<_> = std::fs::read_dir(bridge.dir.path().join("spool"))
         .expect("spool dir")
@@ -37,8 +28,8 @@ fn segments(bridge: &Bridge) -> Vec<std::path::PathBuf> {
 async fn spooled_events_survive_sigkill_and_torn_tail_and_drain_in_order() {
     broker_available().await;
     let proxy = Proxy::start("127.0.0.1:5672", Mode::Cut).await;
-    let opts = options(&proxy);
-    let mut bridge = Bridge::start_with(options(&proxy)).await;
+    let opts = proxy.bridge_options();
+    let mut bridge = Bridge::start_with(proxy.bridge_options()).await;
     load::declare_exchange(&bridge.exchange).await;
     let mut consumer = bridge.consumer("wegocod.#").await;
 
@@ -137,8 +128,8 @@ async fn spooled_events_survive_sigkill_and_torn_tail_and_drain_in_order() {
 async fn sigkill_during_drain_loses_nothing() {
     broker_available().await;
     let proxy = Proxy::start("127.0.0.1:5672", Mode::Cut).await;
-    let opts = options(&proxy);
-    let mut bridge = Bridge::start_with(options(&proxy)).await;
+    let opts = proxy.bridge_options();
+    let mut bridge = Bridge::start_with(proxy.bridge_options()).await;
     load::declare_exchange(&bridge.exchange).await;
     let mut consumer = bridge.consumer("wegocod.#").await;
 

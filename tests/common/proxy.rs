@@ -80,6 +80,17 @@ impl Proxy {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
+    /// A bridge reaching the broker only through this proxy, reconnecting fast, and not
+    /// waiting for a broker connection at start (the proxy may start cut).
+    pub fn bridge_options(&self) -> super::BridgeOptions {
+        super::BridgeOptions {
+            amqp_urls: vec![self.amqp_url()],
+            amqp_extra: "reconnect_backoff_max = \"1s\"\nconnect_timeout = \"1s\"".into(),
+            wait_broker: false,
+            ..super::BridgeOptions::default()
+        }
+    }
+
     pub fn cut(&self) {
         self.mode.send_replace(Mode::Cut);
         self.generation.send_modify(|g| *g += 1);
