@@ -17,54 +17,23 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Why a provider connection ended in error. The label set is closed and exported at 0 from the
-/// start (see `metrics.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectionError {
-    /// Request head over `max_header_size` or too many headers; hyper answered 431.
-    HeaderTooLarge,
-    /// Request line or headers that do not parse (a TLS handshake on the plain port, say);
-    /// hyper answered 400.
-    Malformed,
-    /// Part of a request head arrived, then nothing more before `header_read_timeout`.
-    HeaderTimeout,
-    /// Anything else: the client reset or closed mid-request, a write failed.
-    Io,
-}
+use crate::metrics::labels::ConnectionError;
 
-impl ConnectionError {
-    pub const ALL: [Self; 4] = [
-        Self::HeaderTooLarge,
-        Self::Malformed,
-        Self::HeaderTimeout,
-        Self::Io,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::HeaderTooLarge => "header_too_large",
-            Self::Malformed => "malformed",
-            Self::HeaderTimeout => "header_timeout",
-            Self::Io => "io",
-        }
-    }
-
-    /// How a connection that hyper ended with `error` is accounted for; `None` for an ending
-    /// that is no error: the header timeout of an idle connection (`head_started` false: no
-    /// byte since the last answer, or since accept), or a failed `shutdown` of a connection that
-    /// was closing anyway. A clean close by either side is not an `Err` at all.
-    pub fn classify(error: &hyper::Error, head_started: bool) -> Option<Self> {
-        if error.is_parse_too_large() {
-            Some(Self::HeaderTooLarge)
-        } else if error.is_parse() {
-            Some(Self::Malformed)
-        } else if error.is_timeout() {
-            head_started.then_some(Self::HeaderTimeout)
-        } else if error.is_shutdown() {
-            None
-        } else {
-            Some(Self::Io)
-        }
+/// How a connection that hyper ended with `error` is accounted for; `None` for an ending
+/// that is no error: the header timeout of an idle connection (`head_started` false: no
+/// byte since the last answer, or since accept), or a failed `shutdown` of a connection that
+/// was closing anyway. A clean close by either side is not an `Err` at all.
+pub fn classify(error: &hyper::Error, head_started: bool) -> Option<ConnectionError> {
+    if error.is_parse_too_large() {
+        Some(ConnectionError::HeaderTooLarge)
+    } else if error.is_parse() {
+        Some(ConnectionError::Malformed)
+    } else if error.is_timeout() {
+        head_started.then_some(ConnectionError::HeaderTimeout)
+    } else if error.is_shutdown() {
+        None
+    } else {
+        Some(ConnectionError::Io)
     }
 }
 

@@ -91,8 +91,11 @@ fn key(id: &str) -> Key {
         }
     }
     if digits != 32 {
-        let digest = crate::providers::hash_hex(id.as_bytes());
-        k = u128::from_str_radix(&digest[..32], 16).unwrap_or_default();
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(id.as_bytes());
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        k = u128::from_be_bytes(first);
     }
     // Truncation intended: the two halves.
     Key((k >> 64) as u64, k as u64)

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tracing::{debug, error, warn};
 
 use crate::dedup::Dedup;
-use crate::envelope::Message;
+use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::publisher::{PublishError, Publisher};
 use crate::spool::{Spool, SpoolError};

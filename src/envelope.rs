@@ -3,27 +3,13 @@
 //! provider's retry and the original share `message_id` downstream.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::config::EndpointConfig;
+use crate::message::Message;
 use crate::providers::{self, Batch, Event, Status};
-
-/// A message ready to publish (or to spool): everything the broker needs, nothing more.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message {
-    /// Deterministic event id; AMQP `message_id` and the CloudEvent `id`.
-    pub id: String,
-    /// `{provider}.{entity}.{action}`; also the CloudEvent `type`.
-    pub routing_key: String,
-    /// CloudEvent `source`.
-    pub source: String,
-    /// Seconds since the epoch at receipt; AMQP `timestamp`.
-    pub timestamp: u64,
-    /// The CloudEvent, serialized.
-    pub body: Vec<u8>,
-}
 
 #[derive(Serialize)]
 struct CloudEvent<'a> {
@@ -83,7 +69,7 @@ pub fn encode(
     event: &Event,
     received: DateTime<Utc>,
 ) -> Result<Message, serde_json::Error> {
-    let provider = providers::provider_name(endpoint);
+    let provider = endpoint.provider_name();
     let routing_key = format!("{provider}.{}", event.kind);
     let id = event_id(provider, &endpoint.name, &event.natural_key);
     let source = format!("webhook-bridge/{provider}/{}", endpoint.name);
@@ -141,13 +127,12 @@ pub fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ProviderKind;
-    use crate::providers::testing::{endpoint, events};
+    use crate::config::testing::{endpoint, events};
 
     #[test]
     fn wegocod_sample_envelope_has_every_field() {
-        let ep = endpoint(ProviderKind::Wegocod);
-        let ev = events(&ep, &[], providers::samples::WEGOCOD_DELIVERED);
+        let ep = endpoint("wegocod");
+        let ev = events(&ep, providers::wegocod::DELIVERED);
         let msg = encode(&ep, &ev[0], Utc::now()).unwrap();
         let v: Value = serde_json::from_slice(&msg.body).unwrap();
         assert_eq!(v["specversion"], "1.0");
@@ -166,17 +151,17 @@ mod tests {
 
     #[test]
     fn same_event_same_id_different_event_different_id() {
-        let ep = endpoint(ProviderKind::Wegocod);
-        let a = events(&ep, &[], providers::samples::WEGOCOD_DELIVERED);
-        let b = events(&ep, &[], providers::samples::WEGOCOD_DELIVERED);
+        let ep = endpoint("wegocod");
+        let a = events(&ep, providers::wegocod::DELIVERED);
+        let b = events(&ep, providers::wegocod::DELIVERED);
         let t = Utc::now();
         assert_eq!(
             encode(&ep, &a[0], t).unwrap().id,
             encode(&ep, &b[0], t).unwrap().id
         );
-        let other = String::from_utf8_lossy(providers::samples::WEGOCOD_DELIVERED)
+        let other = String::from_utf8_lossy(providers::wegocod::DELIVERED)
             .replace("\"delivered\"", "\"returned\"");
-        let c = events(&ep, &[], other.as_bytes());
+        let c = events(&ep, other.as_bytes());
         assert_ne!(
             encode(&ep, &a[0], t).unwrap().id,
             encode(&ep, &c[0], t).unwrap().id

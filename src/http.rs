@@ -26,13 +26,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, error, info, warn};
 
-use crate::auth::{self, Credentials};
-use crate::config::{AuthConfig, Config, EndpointConfig};
-use crate::connection::{ConnectionError, HeadStarted, Watched};
+use crate::auth::{self, AuthConfig, Credentials};
+use crate::config::{Config, EndpointConfig};
+use crate::connection::{self, HeadStarted, Watched};
 use crate::delivery::{Delivery, Outcome};
 use crate::envelope;
 use crate::metrics::Metrics;
-use crate::providers::{self, Inbound, ParseError, Parsed};
+use crate::providers::{Inbound, ParseError, Parsed};
 
 /// Shared by every connection of the provider and admin listeners.
 pub struct AppState {
@@ -316,7 +316,7 @@ fn finish(
     let elapsed = started.elapsed();
     let routed = trace.endpoint();
     let (endpoint, provider) = match routed.and_then(|i| state.config.endpoints.get(i)) {
-        Some(ep) => (ep.name.as_str(), providers::provider_name(ep)),
+        Some(ep) => (ep.name.as_str(), ep.provider_name()),
         None => ("none", "none"),
     };
     state
@@ -455,11 +455,11 @@ async fn process(
 
     let received = chrono::Utc::now();
     let inbound = Inbound {
-        endpoint,
+        options: &endpoint.options,
         headers: &parts.headers,
         body: &body,
     };
-    let events = match providers::parse(&inbound) {
+    let events = match endpoint.provider.parse(&inbound) {
         Ok(Parsed::Events(events)) => events,
         Ok(Parsed::Reply(reply)) => {
             return (
@@ -487,7 +487,7 @@ async fn process(
         }
     };
     trace.events.store(events.len(), Ordering::Relaxed);
-    let provider = providers::provider_name(endpoint);
+    let provider = endpoint.provider_name();
     state
         .metrics
         .batch_size
@@ -703,7 +703,7 @@ pub async fn serve_providers(
 /// never the client's address (see README, "Logs") nor any byte it sent.
 fn connection_ended(state: &AppState, head_started: &HeadStarted, ended: Result<(), hyper::Error>) {
     let Err(e) = ended else { return };
-    let Some(reason) = ConnectionError::classify(&e, head_started.get()) else {
+    let Some(reason) = connection::classify(&e, head_started.get()) else {
         debug!(error = %e, "connection closed");
         return;
     };
@@ -772,15 +772,11 @@ fn admin(state: &AppState, req: &Request<Incoming>) -> Resp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ProviderKind;
-    use crate::providers::testing::endpoint;
+    use crate::config::testing::endpoint;
 
     #[test]
     fn router_matches_exact_and_token_paths() {
-        let eps = vec![
-            endpoint(ProviderKind::Wegocod),
-            endpoint(ProviderKind::Isendu),
-        ];
+        let eps = vec![endpoint("wegocod"), endpoint("isendu")];
         let r = Router::new(&eps);
         assert_eq!(r.route("/webhooks/wegocod"), Some((0, None)));
         assert_eq!(r.route("/webhooks/wegocod/x"), None);

@@ -9,12 +9,15 @@ pub mod delivery;
 pub mod envelope;
 pub mod http;
 pub mod logging;
+pub mod message;
 pub mod metrics;
 pub mod providers;
 pub mod publisher;
+pub mod secret;
 pub mod send;
 pub mod shutdown;
 pub mod spool;
+pub mod units;
 
 use std::sync::Arc;
 use std::time::Duration;

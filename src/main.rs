@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use webhook_bridge::config::{Config, redact_url};
+use webhook_bridge::config::Config;
+use webhook_bridge::secret::redact_url;
 use webhook_bridge::send;
 
 /// jemalloc rather than the C library's malloc. The release image is a static musl binary, and
@@ -248,7 +249,7 @@ fn print_config(cfg: &Config) {
     }
     for ep in &cfg.endpoints {
         let sources: Vec<String> = ep.secret_sources.iter().map(|s| s.to_string()).collect();
-        let path = if matches!(ep.auth, webhook_bridge::config::AuthConfig::PathToken) {
+        let path = if matches!(ep.auth, webhook_bridge::auth::AuthConfig::PathToken) {
             format!("{}/<token>", ep.path)
         } else {
             ep.path.clone()
@@ -257,14 +258,11 @@ fn print_config(cfg: &Config) {
             "endpoint {:<20} POST {:<32} provider={} auth={} secret=*** ({})",
             ep.name,
             path,
-            ep.provider.as_str(),
+            ep.provider.name,
             ep.auth.kind_name(),
             sources.join(", ")
         );
-        println!(
-            "  routes: {}",
-            webhook_bridge::providers::routing_keys(ep).join(", ")
-        );
+        println!("  routes: {}", ep.routing_keys().join(", "));
     }
 }
 

@@ -53,9 +53,10 @@ use lapin::{
 use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
-use crate::config::{AmqpConfig, redact_url};
-use crate::envelope::Message;
+use crate::config::AmqpConfig;
+use crate::message::Message;
 use crate::metrics::Metrics;
+use crate::secret::redact_url;
 
 /// Why a publish did not end in a confirm. `reason()` is the `publish_failures_total` label.
 #[derive(Debug, thiserror::Error)]

@@ -15,8 +15,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::auth;
-use crate::config::{Config, EndpointConfig, ProviderKind};
-use crate::providers::{self, samples};
+use crate::config::{Config, EndpointConfig};
+use crate::providers::samples;
 
 /// Why nothing could be sent. An answer that is not 2xx is not an error here: it is reported.
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +112,7 @@ fn body_of(ep: &EndpointConfig, opts: &SendOptions) -> Result<Vec<u8>, SendError
             source,
         });
     }
-    let provider = ep.provider.as_str();
+    let provider = ep.provider.name;
     let sample = match &opts.sample {
         Some(name) => samples::find(provider, name).ok_or_else(|| SendError::UnknownSample {
             provider: provider.to_string(),
@@ -187,16 +187,12 @@ pub fn prepare(cfg: &Config, opts: &SendOptions, now: SystemTime) -> Result<Prep
     {
         headers.push((header::USER_AGENT, v));
     }
-    if ep.provider == ProviderKind::Wegocod {
-        // WeGoCOD also sends the event name and a timestamp next to the signature.
-        let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let event = providers::str_at(&value, "/event").unwrap_or("order.status_updated".into());
-        let ts = providers::str_at(&value, "/timestamp")
-            .unwrap_or_else(|| chrono::DateTime::<chrono::Utc>::from(now).to_rfc3339());
-        for (name, v) in [("x-webhook-event", event), ("x-webhook-timestamp", ts)] {
-            if let Ok(v) = HeaderValue::from_str(&v) {
-                headers.push((HeaderName::from_static(name), v));
-            }
+    for (name, value) in (ep.provider.sender_headers)(&body, now) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            headers.push((name, value));
         }
     }
     for h in &opts.headers {
@@ -208,8 +204,7 @@ pub fn prepare(cfg: &Config, opts: &SendOptions, now: SystemTime) -> Result<Prep
         headers.push((name, value));
     }
     let mut notes = Vec::new();
-    if let Some(name) = ep.generic.event_header.as_deref()
-        && ep.provider == ProviderKind::Generic
+    if let Some(name) = (ep.provider.event_header)(&ep.options)
         && !headers
             .iter()
             .any(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
@@ -300,7 +295,7 @@ secret = "tok-123"
         let cfg = Config::from_toml(CFG).unwrap();
         let p = prepare(&cfg, &opts("w"), SystemTime::now()).unwrap();
         assert_eq!(p.url, "http://127.0.0.1:8181/webhooks/wegocod");
-        assert_eq!(p.body, samples::WEGOCOD_DELIVERED);
+        assert_eq!(p.body, crate::providers::wegocod::DELIVERED);
         let get = |n: &str| {
             p.headers
                 .iter()
@@ -326,12 +321,16 @@ secret = "tok-123"
         let p = prepare(&cfg, &o, SystemTime::now()).unwrap();
         assert_eq!(p.url, "http://10.0.0.5:9000/webhooks/isendu/tok-123");
         assert_eq!(p.display_url, "http://10.0.0.5:9000/webhooks/isendu/***");
-        assert_eq!(p.body, samples::ISENDU_BATCH, "batch is the default sample");
+        assert_eq!(
+            p.body,
+            crate::providers::isendu::BATCH,
+            "batch is the default sample"
+        );
         o.url = Some("http://gw:80/prefix/isendu/".into());
         o.sample = Some("handshake".into());
         let p = prepare(&cfg, &o, SystemTime::now()).unwrap();
         assert_eq!(p.url, "http://gw:80/prefix/isendu/tok-123");
-        assert_eq!(p.body, samples::ISENDU_HANDSHAKE);
+        assert_eq!(p.body, crate::providers::isendu::HANDSHAKE);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::config::SpoolConfig;
-use crate::envelope::Message;
+use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::publisher::{PublishError, Publisher};
 

@@ -6,8 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use webhook_bridge::config::ProviderKind;
-use webhook_bridge::providers::samples;
 
 const QUIET: Duration = Duration::from_millis(700);
 
@@ -26,13 +24,8 @@ async fn bad_credentials_get_401_with_generic_body_and_publish_nothing() {
     broker_available().await;
     let bridge = Bridge::start().await;
     let mut q = bridge.consumer("#").await;
-    let body = samples::WEGOCOD_DELIVERED;
-    let (_, good) = signed_request(
-        ProviderKind::Wegocod,
-        "/webhooks/wegocod",
-        WEGOCOD_SECRET,
-        body,
-    );
+    let body = webhook_bridge::providers::wegocod::DELIVERED;
+    let (_, good) = signed_request("wegocod", "/webhooks/wegocod", WEGOCOD_SECRET, body);
     let good_sig = good[0].1.clone();
     let tampered = String::from_utf8_lossy(body).replace("1799", "1");
     let cases: Vec<Case> = vec![
@@ -63,7 +56,7 @@ async fn bad_credentials_get_401_with_generic_body_and_publish_nothing() {
         (
             "wrong secret",
             "/webhooks/wegocod".into(),
-            signed_request(ProviderKind::Wegocod, "/", "other", body).1,
+            signed_request("wegocod", "/", "other", body).1,
             body.to_vec(),
         ),
         (
@@ -76,31 +69,31 @@ async fn bad_credentials_get_401_with_generic_body_and_publish_nothing() {
             "bearer missing",
             "/webhooks/modexpress".into(),
             vec![],
-            samples::MODEXPRESS_IN_PROGRESS.to_vec(),
+            webhook_bridge::providers::modexpress::IN_PROGRESS.to_vec(),
         ),
         (
             "bearer wrong",
             "/webhooks/modexpress".into(),
             vec![("authorization".into(), "Bearer nope".into())],
-            samples::MODEXPRESS_IN_PROGRESS.to_vec(),
+            webhook_bridge::providers::modexpress::IN_PROGRESS.to_vec(),
         ),
         (
             "bearer as basic",
             "/webhooks/modexpress".into(),
             vec![("authorization".into(), format!("Basic {MODEXPRESS_SECRET}"))],
-            samples::MODEXPRESS_IN_PROGRESS.to_vec(),
+            webhook_bridge::providers::modexpress::IN_PROGRESS.to_vec(),
         ),
         (
             "peddler token wrong",
             "/webhooks/peddler".into(),
             vec![("x-webhook-shared-token".into(), "nope".into())],
-            samples::PEDDLER_CONFIRMED.to_vec(),
+            webhook_bridge::providers::peddler::CONFIRMED.to_vec(),
         ),
         (
             "peddler token prefix",
             "/webhooks/peddler".into(),
             vec![("x-webhook-shared-token".into(), PEDDLER_SECRET[..5].into())],
-            samples::PEDDLER_CONFIRMED.to_vec(),
+            webhook_bridge::providers::peddler::CONFIRMED.to_vec(),
         ),
     ];
     for (name, path, headers, body) in cases {
@@ -135,15 +128,19 @@ async fn ip_outside_allowlist_gets_403() {
     let mut q = bridge.consumer("#").await;
     // A forged X-Forwarded-For from an untrusted peer must not help.
     let mut headers = signed_request(
-        ProviderKind::Peddler,
+        "peddler",
         "/",
         PEDDLER_SECRET,
-        samples::PEDDLER_CONFIRMED,
+        webhook_bridge::providers::peddler::CONFIRMED,
     )
     .1;
     headers.push(("x-forwarded-for".into(), "203.0.113.9".into()));
     let resp = bridge
-        .post("/webhooks/peddler", &headers, samples::PEDDLER_CONFIRMED)
+        .post(
+            "/webhooks/peddler",
+            &headers,
+            webhook_bridge::providers::peddler::CONFIRMED,
+        )
         .await;
     assert_eq!(resp.status(), 403);
     assert_eq!(
@@ -156,7 +153,7 @@ async fn ip_outside_allowlist_gets_403() {
         .post(
             "/webhooks/peddler-local",
             &headers,
-            samples::PEDDLER_CONFIRMED,
+            webhook_bridge::providers::peddler::CONFIRMED,
         )
         .await;
     assert_eq!(resp.status(), 200);
@@ -205,7 +202,7 @@ async fn body_over_max_body_is_413_whether_declared_or_streamed() {
         "a".repeat(8 * 1024)
     );
     let (path, headers) = signed_request(
-        ProviderKind::Peddler,
+        "peddler",
         "/webhooks/peddler",
         PEDDLER_SECRET,
         big.as_bytes(),
@@ -240,12 +237,7 @@ async fn authenticated_non_json_is_400_and_not_published() {
     let mut q = bridge.consumer("#").await;
     for body in [&b"not json"[..], b"{\"truncated\": ", b"", b"\xff\xfe{}"] {
         let resp = bridge
-            .post_signed(
-                ProviderKind::Wegocod,
-                "/webhooks/wegocod",
-                WEGOCOD_SECRET,
-                body,
-            )
+            .post_signed("wegocod", "/webhooks/wegocod", WEGOCOD_SECRET, body)
             .await;
         assert_eq!(resp.status(), 400, "{:?}", String::from_utf8_lossy(body));
     }

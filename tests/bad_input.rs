@@ -15,8 +15,7 @@ use common::*;
 use http::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use webhook_bridge::config::ProviderKind;
-use webhook_bridge::providers::{MAX_EVENTS_PER_REQUEST, samples};
+use webhook_bridge::providers::MAX_EVENTS_PER_REQUEST;
 
 const QUIET: Duration = Duration::from_millis(500);
 const MAX_BODY: usize = 256 * 1024;
@@ -24,7 +23,7 @@ const MAX_BODY: usize = 256 * 1024;
 /// One provider endpoint of the standard harness config.
 #[derive(Clone, Copy)]
 struct Provider {
-    kind: ProviderKind,
+    kind: &'static str,
     path: &'static str,
     secret: &'static str,
     sample: &'static [u8],
@@ -34,45 +33,45 @@ struct Provider {
 
 const PROVIDERS: &[Provider] = &[
     Provider {
-        kind: ProviderKind::Modexpress,
+        kind: "modexpress",
         path: "/webhooks/modexpress",
         secret: MODEXPRESS_SECRET,
-        sample: samples::MODEXPRESS_IN_PROGRESS,
+        sample: webhook_bridge::providers::modexpress::IN_PROGRESS,
         auth_header: Some("authorization"),
     },
     Provider {
-        kind: ProviderKind::Wegocod,
+        kind: "wegocod",
         path: "/webhooks/wegocod",
         secret: WEGOCOD_SECRET,
-        sample: samples::WEGOCOD_DELIVERED,
+        sample: webhook_bridge::providers::wegocod::DELIVERED,
         auth_header: Some("x-webhook-signature"),
     },
     Provider {
-        kind: ProviderKind::Peddler,
+        kind: "peddler",
         path: "/webhooks/peddler",
         secret: PEDDLER_SECRET,
-        sample: samples::PEDDLER_CONFIRMED,
+        sample: webhook_bridge::providers::peddler::CONFIRMED,
         auth_header: Some("x-webhook-shared-token"),
     },
     Provider {
-        kind: ProviderKind::Isendu,
+        kind: "isendu",
         path: "/webhooks/isendu",
         secret: ISENDU_TOKEN,
-        sample: samples::ISENDU_BATCH,
+        sample: webhook_bridge::providers::isendu::BATCH,
         auth_header: None,
     },
     Provider {
-        kind: ProviderKind::Mailship,
+        kind: "mailship",
         path: "/webhooks/mailship",
         secret: MAILSHIP_TOKEN,
-        sample: samples::MAILSHIP_EXPEDITION_STATUS,
+        sample: webhook_bridge::providers::mailship::EXPEDITION_STATUS,
         auth_header: None,
     },
 ];
 
 impl Provider {
     fn name(&self) -> &'static str {
-        self.kind.as_str()
+        self.kind
     }
 
     /// Path and headers as the provider would send `body`, signed with `secret`.
@@ -311,7 +310,7 @@ fn cases_for(p: &Provider) -> Vec<Case> {
         }
     }
     // Another provider's secret is no good here.
-    let other = if p.kind == ProviderKind::Peddler {
+    let other = if p.kind == "peddler" {
         WEGOCOD_SECRET
     } else {
         PEDDLER_SECRET
@@ -326,7 +325,7 @@ fn cases_for(p: &Provider) -> Vec<Case> {
     ));
 
     // A valid signature over a tampered body: only signature schemes cover the body.
-    if p.kind == ProviderKind::Wegocod {
+    if p.kind == "wegocod" {
         let tampered = String::from_utf8_lossy(p.sample).replace("delivered\"", "cancelled\"");
         assert_ne!(tampered.as_bytes(), p.sample);
         cases.push(case(
@@ -547,7 +546,7 @@ async fn any_content_type_is_accepted_when_the_body_is_valid() {
         while q.next(Duration::from_millis(300)).await.is_some() {}
     }
     // WeGoCOD with no content type and a form content type (different orders, so both publish).
-    let text = String::from_utf8_lossy(samples::WEGOCOD_DELIVERED).to_string();
+    let text = String::from_utf8_lossy(webhook_bridge::providers::wegocod::DELIVERED).to_string();
     for (i, ct) in [None, Some("application/x-www-form-urlencoded")]
         .into_iter()
         .enumerate()
@@ -645,12 +644,7 @@ async fn isendu_batch_larger_than_max_body_is_413_and_nothing_published() {
     let body = isendu_batch(40_000);
     assert!(body.len() > 1024 * 1024);
     let resp = bridge
-        .post_signed(
-            ProviderKind::Isendu,
-            "/webhooks/isendu",
-            ISENDU_TOKEN,
-            &body,
-        )
+        .post_signed("isendu", "/webhooks/isendu", ISENDU_TOKEN, &body)
         .await;
     assert_eq!(resp.status(), 413);
     q.expect_none(QUIET).await;
@@ -668,12 +662,7 @@ async fn isendu_batch_over_the_event_limit_is_refused_and_nothing_published() {
         "under max_body: the event limit decides"
     );
     let resp = bridge
-        .post_signed(
-            ProviderKind::Isendu,
-            "/webhooks/isendu",
-            ISENDU_TOKEN,
-            &body,
-        )
+        .post_signed("isendu", "/webhooks/isendu", ISENDU_TOKEN, &body)
         .await;
     assert!(
         [400, 413].contains(&resp.status().as_u16()),

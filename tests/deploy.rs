@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use webhook_bridge::config::ProviderKind;
-use webhook_bridge::providers::samples;
 
 const PREFIX: &str = "webhook_bridge_";
 
@@ -255,10 +253,10 @@ async fn every_metric_named_in_deploy_files_is_exported_by_the_binary() {
     assert_eq!(accepted.status(), 200, "{:?}", accepted.text().await);
     let refused = bridge
         .post_signed(
-            ProviderKind::Wegocod,
+            "wegocod",
             "/webhooks/wegocod",
             "not-the-secret",
-            samples::WEGOCOD_DELIVERED,
+            webhook_bridge::providers::wegocod::DELIVERED,
         )
         .await;
     assert_eq!(refused.status(), 401);

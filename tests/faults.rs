@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use common::load::{self, metric, wait_metric};
 use common::proxy::{Mode, Proxy};
 use common::*;
-use webhook_bridge::config::ProviderKind;
 
 const ACK_DEADLINE: Duration = Duration::from_secs(4);
 
@@ -354,7 +353,7 @@ async fn broker_restart_mid_load_every_acked_event_arrives() {
     bridge.wait_connected(Duration::from_secs(30)).await;
     let resp = bridge
         .post_signed(
-            ProviderKind::Wegocod,
+            "wegocod",
             "/webhooks/wegocod",
             WEGOCOD_SECRET,
             &load::wegocod_body("restart-after"),
@@ -483,12 +482,7 @@ async fn channel_error_is_recovered_without_restart_and_the_event_is_kept() {
 
     let body = load::wegocod_body("chan-err");
     let resp = bridge
-        .post_signed(
-            ProviderKind::Wegocod,
-            "/webhooks/wegocod",
-            WEGOCOD_SECRET,
-            &body,
-        )
+        .post_signed("wegocod", "/webhooks/wegocod", WEGOCOD_SECRET, &body)
         .await;
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
@@ -507,12 +501,7 @@ async fn channel_error_is_recovered_without_restart_and_the_event_is_kept() {
     let mut consumer = bridge.consumer("wegocod.#").await;
     let body = load::wegocod_body("chan-ok");
     let resp = bridge
-        .post_signed(
-            ProviderKind::Wegocod,
-            "/webhooks/wegocod",
-            WEGOCOD_SECRET,
-            &body,
-        )
+        .post_signed("wegocod", "/webhooks/wegocod", WEGOCOD_SECRET, &body)
         .await;
     assert_eq!(resp.text().await.unwrap(), r#"{"accepted":1}"#);
     let got = consumer

@@ -10,8 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::*;
 use serde_json::{Value, json};
-use webhook_bridge::config::{AuthConfig, HmacAlgorithm, MacEncoding};
-use webhook_bridge::providers::samples;
+use webhook_bridge::auth::{AuthConfig, HmacAlgorithm, MacEncoding};
 
 /// Headers, body, and what the case checks.
 type Case = (Vec<(String, String)>, Vec<u8>, &'static str);
@@ -82,7 +81,7 @@ async fn start(endpoints: String) -> Bridge {
 async fn github_style_hmac_example_routes_by_event_header() {
     let bridge = start(readme_endpoints()).await;
     let mut q = bridge.consumer("github.#").await;
-    let body = samples::GENERIC_GITHUB_PUSH;
+    let body = webhook_bridge::providers::generic::GITHUB_PUSH;
     let (path, mut headers) = signed_with(&github_auth(), "/webhooks/github", GITHUB_SECRET, body);
     headers.push(("X-GitHub-Event".into(), "push".into()));
     let resp = bridge.post(&path, &headers, body).await;
@@ -123,7 +122,7 @@ async fn github_style_hmac_example_routes_by_event_header() {
 async fn github_style_hmac_failures_are_401_and_nothing_published() {
     let bridge = start(readme_endpoints()).await;
     let mut q = bridge.consumer("#").await;
-    let body = samples::GENERIC_GITHUB_PUSH;
+    let body = webhook_bridge::providers::generic::GITHUB_PUSH;
     let (path, headers) = signed_with(&github_auth(), "/webhooks/github", GITHUB_SECRET, body);
     let sig = headers
         .iter()
@@ -179,7 +178,7 @@ async fn github_style_hmac_failures_are_401_and_nothing_published() {
 async fn standard_webhooks_example_routes_by_type() {
     let bridge = start(readme_endpoints()).await;
     let mut q = bridge.consumer("billing.#").await;
-    let body = samples::GENERIC_INVOICE_PAID;
+    let body = webhook_bridge::providers::generic::INVOICE_PAID;
     let (path, headers) = signed_with(&sw_auth(), "/webhooks/billing", SW_SECRET, body);
     let resp = bridge.post(&path, &headers, body).await;
     assert_eq!(resp.status(), 200);
@@ -211,7 +210,7 @@ async fn standard_webhooks_example_routes_by_type() {
 async fn standard_webhooks_failures_are_401_and_nothing_published() {
     let bridge = start(readme_endpoints()).await;
     let mut q = bridge.consumer("#").await;
-    let body = samples::GENERIC_INVOICE_PAID;
+    let body = webhook_bridge::providers::generic::INVOICE_PAID;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -226,7 +225,7 @@ async fn standard_webhooks_failures_are_401_and_nothing_published() {
     // A correct signature, but over a timestamp ten minutes old.
     let stale = webhook_bridge::auth::sign(
         &sw_auth(),
-        &webhook_bridge::config::Secret::new(SW_SECRET),
+        &webhook_bridge::secret::Secret::new(SW_SECRET),
         body,
         SystemTime::now() - Duration::from_secs(600),
         "msg_test",

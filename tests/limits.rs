@@ -16,8 +16,6 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use webhook_bridge::config::ProviderKind;
-use webhook_bridge::providers::samples;
 
 const QUIET: Duration = Duration::from_millis(700);
 
@@ -187,10 +185,10 @@ async fn normal_request_is_served_promptly(bridge: &Bridge) {
     let started = Instant::now();
     let resp = bridge
         .post_signed(
-            ProviderKind::Peddler,
+            "peddler",
             "/webhooks/peddler",
             PEDDLER_SECRET,
-            samples::PEDDLER_CONFIRMED,
+            webhook_bridge::providers::peddler::CONFIRMED,
         )
         .await;
     let took = started.elapsed();
@@ -241,7 +239,7 @@ async fn trickled_body_gets_408_and_is_closed_while_others_are_served() {
     let bridge = Bridge::start_with(limits("[limits]\nbody_read_timeout = \"1s\"\n")).await;
     let mut q = bridge.consumer("#").await;
     let (mut reader, mut writer) = connect(&bridge).await.into_split();
-    let body = samples::PEDDLER_CONFIRMED.to_vec();
+    let body = webhook_bridge::providers::peddler::CONFIRMED.to_vec();
     writer
         .write_all(format!("{}content-length: {}\r\n\r\n", peddler_head(""), body.len()).as_bytes())
         .await
@@ -347,7 +345,7 @@ async fn client_closing_mid_head_counts_io() {
 #[tokio::test]
 async fn idle_keep_alive_connection_is_closed_after_the_header_timeout_and_not_counted() {
     let mut c = OneConnection::open().await;
-    let body = samples::PEDDLER_CONFIRMED;
+    let body = webhook_bridge::providers::peddler::CONFIRMED;
     c.writer
         .write_all(format!("{}content-length: {}\r\n\r\n", peddler_head(""), body.len()).as_bytes())
         .await
@@ -437,10 +435,10 @@ async fn connections_over_max_connections_get_503_with_retry_after() {
     let started = Instant::now();
     let resp = bridge
         .post_signed(
-            ProviderKind::Peddler,
+            "peddler",
             "/webhooks/peddler",
             PEDDLER_SECRET,
-            samples::PEDDLER_CONFIRMED,
+            webhook_bridge::providers::peddler::CONFIRMED,
         )
         .await;
     assert_eq!(resp.status(), 503);
@@ -483,10 +481,10 @@ async fn requests_over_max_in_flight_get_503_with_retry_after() {
     let started = Instant::now();
     let resp = bridge
         .post_signed(
-            ProviderKind::Peddler,
+            "peddler",
             "/webhooks/peddler",
             PEDDLER_SECRET,
-            samples::PEDDLER_CONFIRMED,
+            webhook_bridge::providers::peddler::CONFIRMED,
         )
         .await;
     assert_eq!(resp.status(), 503);
@@ -584,15 +582,17 @@ async fn a_frozen_broker_still_gets_every_provider_answered_before_the_deadline(
     for _ in 0..3 {
         let client = bridge.client.clone();
         let (path, headers) = signed_request(
-            ProviderKind::Peddler,
+            "peddler",
             "/webhooks/peddler",
             PEDDLER_SECRET,
-            samples::PEDDLER_OUT_FOR_DELIVERY,
+            webhook_bridge::providers::peddler::OUT_FOR_DELIVERY,
         );
         let url = bridge.url(&path);
         answers.push(tokio::spawn(async move {
             let started = Instant::now();
-            let mut req = client.post(url).body(samples::PEDDLER_OUT_FOR_DELIVERY);
+            let mut req = client
+                .post(url)
+                .body(webhook_bridge::providers::peddler::OUT_FOR_DELIVERY);
             for (k, v) in headers {
                 req = req.header(k, v);
             }

@@ -8,8 +8,6 @@ use std::time::Duration;
 use common::load::metric;
 use common::*;
 use serde_json::Value;
-use webhook_bridge::config::ProviderKind;
-use webhook_bridge::providers::samples;
 
 /// Strings that were sent to the bridge and must not come back out in its logs.
 fn forbidden(signature: &str) -> Vec<String> {
@@ -46,10 +44,10 @@ fn forbidden(signature: &str) -> Vec<String> {
 /// signature that was sent.
 async fn send_sensitive_traffic(bridge: &Bridge) -> String {
     let (path, headers) = signed_request(
-        ProviderKind::Wegocod,
+        "wegocod",
         "/webhooks/wegocod",
         WEGOCOD_SECRET,
-        samples::WEGOCOD_DELIVERED,
+        webhook_bridge::providers::wegocod::DELIVERED,
     );
     let signature = headers
         .iter()
@@ -57,31 +55,36 @@ async fn send_sensitive_traffic(bridge: &Bridge) -> String {
         .map(|(_, v)| v.clone())
         .expect("signature header");
     let resp = bridge
-        .post(&path, &headers, samples::WEGOCOD_DELIVERED)
+        .post(
+            &path,
+            &headers,
+            webhook_bridge::providers::wegocod::DELIVERED,
+        )
         .await;
     assert_eq!(resp.status(), 200);
 
     let resp = bridge
         .post_signed(
-            ProviderKind::Modexpress,
+            "modexpress",
             "/webhooks/modexpress",
             MODEXPRESS_SECRET,
-            samples::MODEXPRESS_IN_PROGRESS,
+            webhook_bridge::providers::modexpress::IN_PROGRESS,
         )
         .await;
     assert_eq!(resp.status(), 200);
 
     // Valid signature, tampered body that still carries the PII.
-    let tampered = String::from_utf8_lossy(samples::WEGOCOD_DELIVERED).replace("1799", "1");
+    let tampered =
+        String::from_utf8_lossy(webhook_bridge::providers::wegocod::DELIVERED).replace("1799", "1");
     let resp = bridge.post(&path, &headers, tampered.as_bytes()).await;
     assert_eq!(resp.status(), 401);
 
     let resp = bridge
         .post_signed(
-            ProviderKind::Peddler,
+            "peddler",
             "/webhooks/peddler",
             PEDDLER_SECRET,
-            samples::PEDDLER_CONFIRMED,
+            webhook_bridge::providers::peddler::CONFIRMED,
         )
         .await;
     assert_eq!(resp.status(), 200);
@@ -89,10 +92,10 @@ async fn send_sensitive_traffic(bridge: &Bridge) -> String {
     // Path tokens: right and wrong.
     let resp = bridge
         .post_signed(
-            ProviderKind::Isendu,
+            "isendu",
             "/webhooks/isendu",
             ISENDU_TOKEN,
-            samples::ISENDU_BATCH,
+            webhook_bridge::providers::isendu::BATCH,
         )
         .await;
     assert_eq!(resp.status(), 200);
@@ -100,7 +103,7 @@ async fn send_sensitive_traffic(bridge: &Bridge) -> String {
         .post(
             &format!("/webhooks/mailship/{MAILSHIP_TOKEN}-wrong"),
             &[],
-            samples::MAILSHIP_EXPEDITION_STATUS,
+            webhook_bridge::providers::mailship::EXPEDITION_STATUS,
         )
         .await;
     assert_eq!(resp.status(), 401);
@@ -112,7 +115,7 @@ async fn send_sensitive_traffic(bridge: &Bridge) -> String {
                 "authorization".into(),
                 format!("Bearer {MODEXPRESS_SECRET}"),
             )],
-            samples::WEGOCOD_DELIVERED,
+            webhook_bridge::providers::wegocod::DELIVERED,
         )
         .await;
     assert_eq!(resp.status(), 404);

@@ -6,8 +6,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use common::*;
-use webhook_bridge::config::ProviderKind;
-use webhook_bridge::providers::samples;
 
 /// One scraped sample: metric name, labels, value.
 #[derive(Debug)]
@@ -71,13 +69,13 @@ async fn scrape_after_known_traffic_gives_exact_counts() {
     broker_available().await;
     let bridge = Bridge::start().await;
     let mut q = bridge.consumer("#").await;
-    let sample = String::from_utf8_lossy(samples::WEGOCOD_DELIVERED).to_string();
+    let sample = String::from_utf8_lossy(webhook_bridge::providers::wegocod::DELIVERED).to_string();
     // 3 accepted WeGoCOD events, each a different order (so no dedup can merge them).
     for i in 0..3 {
         let body = sample.replace("ORD-000129", &format!("ORD-METRICS-{i}"));
         let resp = bridge
             .post_signed(
-                ProviderKind::Wegocod,
+                "wegocod",
                 "/webhooks/wegocod",
                 WEGOCOD_SECRET,
                 body.as_bytes(),
@@ -89,10 +87,10 @@ async fn scrape_after_known_traffic_gives_exact_counts() {
     for secret in ["wrong-1", "wrong-2"] {
         let resp = bridge
             .post_signed(
-                ProviderKind::Wegocod,
+                "wegocod",
                 "/webhooks/wegocod",
                 secret,
-                samples::WEGOCOD_DELIVERED,
+                webhook_bridge::providers::wegocod::DELIVERED,
             )
             .await;
         assert_eq!(resp.status(), 401);
@@ -102,10 +100,10 @@ async fn scrape_after_known_traffic_gives_exact_counts() {
     // 1 isendu batch.
     let resp = bridge
         .post_signed(
-            ProviderKind::Isendu,
+            "isendu",
             "/webhooks/isendu",
             ISENDU_TOKEN,
-            samples::ISENDU_BATCH,
+            webhook_bridge::providers::isendu::BATCH,
         )
         .await;
     assert_eq!(resp.status(), 200);
@@ -243,10 +241,10 @@ async fn every_spec_metric_is_exported_with_its_label_set() {
     let bridge = Bridge::start().await;
     let resp = bridge
         .post_signed(
-            ProviderKind::Peddler,
+            "peddler",
             "/webhooks/peddler",
             PEDDLER_SECRET,
-            samples::PEDDLER_CONFIRMED,
+            webhook_bridge::providers::peddler::CONFIRMED,
         )
         .await;
     assert_eq!(resp.status(), 200);

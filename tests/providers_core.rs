@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use webhook_bridge::config::ProviderKind;
-use webhook_bridge::providers::samples;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -72,7 +70,8 @@ async fn wegocod_sample_is_published_as_order_status_changed() {
     assert_eq!(d["previous_status"], "out_for_delivery");
     assert_eq!(d["tracking_number"], "F-CSA6SFJ6EMY");
     assert_eq!(d["batch"], Value::Null);
-    let original: Value = serde_json::from_slice(samples::WEGOCOD_DELIVERED).unwrap();
+    let original: Value =
+        serde_json::from_slice(webhook_bridge::providers::wegocod::DELIVERED).unwrap();
     assert_eq!(
         d["payload"], original,
         "payload is the provider's JSON unchanged"
@@ -87,10 +86,10 @@ async fn modexpress_sample_is_published_with_canonical_status() {
     let mut q = bridge.consumer("modexpress.#").await;
     let resp = bridge
         .post_signed(
-            ProviderKind::Modexpress,
+            "modexpress",
             "/webhooks/modexpress",
             MODEXPRESS_SECRET,
-            samples::MODEXPRESS_IN_PROGRESS,
+            webhook_bridge::providers::modexpress::IN_PROGRESS,
         )
         .await;
     assert_eq!(resp.status(), 200);
@@ -109,16 +108,11 @@ async fn peddler_samples_are_published_as_shipment_status_changed() {
     let bridge = Bridge::start().await;
     let mut q = bridge.consumer("peddler.#").await;
     for body in [
-        samples::PEDDLER_CONFIRMED,
-        samples::PEDDLER_OUT_FOR_DELIVERY,
+        webhook_bridge::providers::peddler::CONFIRMED,
+        webhook_bridge::providers::peddler::OUT_FOR_DELIVERY,
     ] {
         let resp = bridge
-            .post_signed(
-                ProviderKind::Peddler,
-                "/webhooks/peddler",
-                PEDDLER_SECRET,
-                body,
-            )
+            .post_signed("peddler", "/webhooks/peddler", PEDDLER_SECRET, body)
             .await;
         assert_eq!(resp.status(), 200);
     }
@@ -160,12 +154,7 @@ async fn unknown_event_is_published_as_unrecognized_with_raw_payload() {
     let mut q = bridge.consumer("#").await;
     let body = br#"{"event":"order.created","order":{"reference":"X1"}}"#;
     let resp = bridge
-        .post_signed(
-            ProviderKind::Wegocod,
-            "/webhooks/wegocod",
-            WEGOCOD_SECRET,
-            body,
-        )
+        .post_signed("wegocod", "/webhooks/wegocod", WEGOCOD_SECRET, body)
         .await;
     assert_eq!(resp.status(), 200);
     let m = q.next(WAIT).await.expect("message");
@@ -186,10 +175,10 @@ async fn message_nobody_binds_for_lands_in_the_unrouted_queue() {
     let mut q = Consumer::existing(&unrouted).await;
     let resp = bridge
         .post_signed(
-            ProviderKind::Modexpress,
+            "modexpress",
             "/webhooks/modexpress",
             MODEXPRESS_SECRET,
-            samples::MODEXPRESS_IN_PROGRESS,
+            webhook_bridge::providers::modexpress::IN_PROGRESS,
         )
         .await;
     assert_eq!(resp.status(), 200);

@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use webhook_bridge::config::ProviderKind;
-use webhook_bridge::providers::samples;
 
 const WAIT: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(800);
@@ -35,7 +33,12 @@ async fn isendu_handshake_answers_the_api_secret_and_publishes_nothing() {
     broker_available().await;
     let bridge = Bridge::start().await;
     let mut q = bridge.consumer("#").await;
-    let (status, body) = post_json(&bridge, &isendu_path(), samples::ISENDU_HANDSHAKE).await;
+    let (status, body) = post_json(
+        &bridge,
+        &isendu_path(),
+        webhook_bridge::providers::isendu::HANDSHAKE,
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(body, json!({ "response": ISENDU_API_SECRET }));
     q.expect_none(QUIET).await;
@@ -64,14 +67,17 @@ secret = "test-isendu-other-token"
         // Right keyId, wrong token.
         (
             "/webhooks/isendu/not-the-token".into(),
-            samples::ISENDU_HANDSHAKE,
+            webhook_bridge::providers::isendu::HANDSHAKE,
         ),
         // No token at all.
-        ("/webhooks/isendu".into(), samples::ISENDU_HANDSHAKE),
+        (
+            "/webhooks/isendu".into(),
+            webhook_bridge::providers::isendu::HANDSHAKE,
+        ),
         // No api_secret configured: nothing may be answered, least of all the path token.
         (
             "/webhooks/isendu-nosecret/test-isendu-other-token".into(),
-            samples::ISENDU_HANDSHAKE,
+            webhook_bridge::providers::isendu::HANDSHAKE,
         ),
     ];
     for (path, body) in cases {
@@ -106,7 +112,8 @@ async fn isendu_wrong_or_missing_token_is_401_and_nothing_published() {
             &ISENDU_TOKEN[..ISENDU_TOKEN.len() - 1]
         ),
     ] {
-        let (status, body) = post_json(&bridge, &path, samples::ISENDU_BATCH).await;
+        let (status, body) =
+            post_json(&bridge, &path, webhook_bridge::providers::isendu::BATCH).await;
         assert_eq!(status, 401, "{path}");
         assert_eq!(body, json!({"error": "unauthorized"}));
     }
@@ -115,7 +122,7 @@ async fn isendu_wrong_or_missing_token_is_401_and_nothing_published() {
         .post(
             "/webhooks/isendu",
             &[("authorization".into(), format!("Bearer {ISENDU_TOKEN}"))],
-            samples::ISENDU_BATCH,
+            webhook_bridge::providers::isendu::BATCH,
         )
         .await;
     assert_eq!(resp.status(), 401);
@@ -130,16 +137,16 @@ async fn isendu_sample_batch_becomes_one_message_per_element_in_order() {
     let mut q = bridge.consumer("isendu.#").await;
     let resp = bridge
         .post_signed(
-            ProviderKind::Isendu,
+            "isendu",
             "/webhooks/isendu",
             ISENDU_TOKEN,
-            samples::ISENDU_BATCH,
+            webhook_bridge::providers::isendu::BATCH,
         )
         .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.json::<Value>().await.unwrap(), json!({"accepted": 3}));
     let ms = q.take(3, WAIT).await;
-    let original: Value = serde_json::from_slice(samples::ISENDU_BATCH).unwrap();
+    let original: Value = serde_json::from_slice(webhook_bridge::providers::isendu::BATCH).unwrap();
     assert_eq!(ms[0].routing_key, "isendu.order.updated");
     assert_eq!(ms[0].body["type"], "isendu.order.updated");
     assert_eq!(ms[0].body["data"]["entity"], "order");
@@ -342,31 +349,31 @@ async fn every_mailship_sample_is_published_with_its_routing_key() {
     let mut q = bridge.consumer("mailship.#").await;
     let cases: [(&[u8], &str, &str, Value); 5] = [
         (
-            samples::MAILSHIP_EXPEDITION_STATUS,
+            webhook_bridge::providers::mailship::EXPEDITION_STATUS,
             "mailship.order.status_changed",
             "testOrder1",
             json!("ready_for_carrier"),
         ),
         (
-            samples::MAILSHIP_EXPEDITION_BOOKED,
+            webhook_bridge::providers::mailship::EXPEDITION_BOOKED,
             "mailship.order.stock_booked",
             "testOrder2",
             Value::Null,
         ),
         (
-            samples::MAILSHIP_PRODUCT_STOCK,
+            webhook_bridge::providers::mailship::PRODUCT_STOCK,
             "mailship.product.stock_changed",
             "testProduct1",
             Value::Null,
         ),
         (
-            samples::MAILSHIP_PRODUCT_CHANGE,
+            webhook_bridge::providers::mailship::PRODUCT_CHANGE,
             "mailship.product.updated",
             "8595717724834",
             Value::Null,
         ),
         (
-            samples::MAILSHIP_STOCK_ADVICE,
+            webhook_bridge::providers::mailship::STOCK_ADVICE,
             "mailship.stock_advice.status_changed",
             "testStockAdvice1",
             json!("processing"),
@@ -374,12 +381,7 @@ async fn every_mailship_sample_is_published_with_its_routing_key() {
     ];
     for (body, ..) in &cases {
         let resp = bridge
-            .post_signed(
-                ProviderKind::Mailship,
-                "/webhooks/mailship",
-                MAILSHIP_TOKEN,
-                body,
-            )
+            .post_signed("mailship", "/webhooks/mailship", MAILSHIP_TOKEN, body)
             .await;
         assert_eq!(resp.status(), 200);
     }
@@ -429,7 +431,7 @@ auth = { kind = "basic", username = "mailship" }
         vec![("authorization".to_string(), format!("Basic {v}"))]
     };
     // Shaped like a status change, but this endpoint only ever receives "expedition booked".
-    let body = samples::MAILSHIP_EXPEDITION_STATUS;
+    let body = webhook_bridge::providers::mailship::EXPEDITION_STATUS;
     for (headers, want) in [
         (basic("mailship", "wrong"), 401),
         (basic("someone", "test-mailship-basic-password"), 401),
@@ -454,7 +456,12 @@ auth = { kind = "basic", username = "mailship" }
         "/webhooks/mailship".to_string(),
         format!("/webhooks/mailship/{ISENDU_TOKEN}"),
     ] {
-        let (status, _) = post_json(&bridge, &path, samples::MAILSHIP_EXPEDITION_STATUS).await;
+        let (status, _) = post_json(
+            &bridge,
+            &path,
+            webhook_bridge::providers::mailship::EXPEDITION_STATUS,
+        )
+        .await;
         assert_eq!(status, 401, "{path}");
     }
     q.expect_none(QUIET).await;
@@ -483,9 +490,11 @@ mod never_panics {
     use super::*;
     use std::time::SystemTime;
     use webhook_bridge::auth::{self, Credentials};
-    use webhook_bridge::config::{AuthConfig, Config, HmacAlgorithm, MacEncoding, Secret};
+    use webhook_bridge::auth::{AuthConfig, HmacAlgorithm, MacEncoding};
+    use webhook_bridge::config::Config;
     use webhook_bridge::envelope;
-    use webhook_bridge::providers::{self, Inbound, ParseError, Parsed};
+    use webhook_bridge::providers::{Inbound, ParseError, Parsed};
+    use webhook_bridge::secret::Secret;
 
     fn config() -> Config {
         let toml = format!(
@@ -598,15 +607,15 @@ entity_id_pointer = "/order/reference"
         }
         let is_json = serde_json::from_slice::<Value>(body).is_ok();
         let inbound = Inbound {
-            endpoint: ep,
+            options: &ep.options,
             headers: &headers,
             body,
         };
-        match providers::parse(&inbound) {
+        match ep.provider.parse(&inbound) {
             Ok(Parsed::Events(events)) => {
                 assert!(is_json);
                 let batches =
-                    ep.provider == ProviderKind::Isendu || ep.generic.split_pointer.is_some();
+                    ep.provider.name == "isendu" || ep.options.generic.split_pointer.is_some();
                 if !batches {
                     assert_eq!(
                         events.len(),
@@ -623,9 +632,9 @@ entity_id_pointer = "/order/reference"
                     serde_json::from_slice::<Value>(&m.body).unwrap();
                 }
             }
-            Ok(Parsed::Reply(_)) => assert_eq!(ep.provider, ProviderKind::Isendu),
+            Ok(Parsed::Reply(_)) => assert_eq!(ep.provider.name, "isendu"),
             Err(ParseError::NotJson(_)) => assert!(!is_json),
-            Err(ParseError::HandshakeRefused) => assert_eq!(ep.provider, ProviderKind::Isendu),
+            Err(ParseError::HandshakeRefused) => assert_eq!(ep.provider.name, "isendu"),
             Err(ParseError::TooManyEvents(_)) => {}
         }
     }
@@ -636,9 +645,12 @@ entity_id_pointer = "/order/reference"
         let seed = fastrand::u64(..);
         let mut rng = fastrand::Rng::with_seed(seed);
         eprintln!("seed {seed}");
-        let samples: Vec<Value> = samples::ALL
+        let bodies: Vec<&[u8]> = webhook_bridge::providers::samples::all()
+            .map(|(_, s)| s.body)
+            .collect();
+        let samples: Vec<Value> = bodies
             .iter()
-            .map(|s| serde_json::from_slice(s.body).unwrap())
+            .map(|b| serde_json::from_slice(b).unwrap())
             .collect();
         for round in 0..400 {
             for ep in &cfg.endpoints {
@@ -650,7 +662,7 @@ entity_id_pointer = "/order/reference"
                 }
                 check(ep, header, v.to_string().as_bytes());
                 // Byte-level mutation: flips, truncation, random bytes.
-                let mut bytes = samples::ALL[rng.usize(..samples::ALL.len())].body.to_vec();
+                let mut bytes = bodies[rng.usize(..bodies.len())].to_vec();
                 match rng.u8(..3) {
                     0 => {
                         for _ in 0..rng.usize(1..8) {

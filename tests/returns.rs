@@ -18,7 +18,6 @@ use lapin::options::QueueBindOptions;
 use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
-use webhook_bridge::config::ProviderKind;
 
 /// A bridge that declares nothing, on one confirm channel (so every request's confirms share
 /// the channel's multiple-acks), and the exchange it publishes to, declared here *without* an
@@ -82,7 +81,7 @@ async fn declare_unrouted_queue(exchange: &str) {
 }
 
 fn peddler_body(id: &str) -> Vec<u8> {
-    String::from_utf8_lossy(webhook_bridge::providers::samples::PEDDLER_CONFIRMED)
+    String::from_utf8_lossy(webhook_bridge::providers::peddler::CONFIRMED)
         .replace("Lc7rRTyivvk_lC0w8kLoU", id)
         .into_bytes()
 }
@@ -90,7 +89,7 @@ fn peddler_body(id: &str) -> Vec<u8> {
 /// `(status, body)` of one signed POST.
 async fn post(
     bridge: &Bridge,
-    provider: ProviderKind,
+    provider: &str,
     path: &str,
     secret: &str,
     body: &[u8],
@@ -127,20 +126,8 @@ async fn send_mixed(bridge: &Bridge, tag: &str, n: usize) -> usize {
         let peddler = peddler_body(&format!("{tag}-p{i}"));
         let b = &bridge;
         requests.push(async move {
-            let w = post(
-                b,
-                ProviderKind::Wegocod,
-                "/webhooks/wegocod",
-                WEGOCOD_SECRET,
-                &wegocod,
-            );
-            let p = post(
-                b,
-                ProviderKind::Peddler,
-                "/webhooks/peddler",
-                PEDDLER_SECRET,
-                &peddler,
-            );
+            let w = post(b, "wegocod", "/webhooks/wegocod", WEGOCOD_SECRET, &wegocod);
+            let p = post(b, "peddler", "/webhooks/peddler", PEDDLER_SECRET, &peddler);
             let (w, p) = tokio::join!(w, p);
             [w, p]
         });
@@ -229,7 +216,7 @@ async fn a_returned_event_stays_in_the_spool_until_it_can_be_parked() {
     let tag = unique("ret");
     let (status, body) = post(
         &bridge,
-        ProviderKind::Peddler,
+        "peddler",
         "/webhooks/peddler",
         PEDDLER_SECRET,
         &peddler_body(&format!("{tag}-p")),
@@ -305,7 +292,7 @@ async fn a_nacked_event_is_spooled_and_arrives_once_the_queue_has_room() {
     let tag = unique("nack");
     let (status, body) = post(
         &bridge,
-        ProviderKind::Wegocod,
+        "wegocod",
         "/webhooks/wegocod",
         WEGOCOD_SECRET,
         &wegocod_body(&format!("{tag}-1")),
@@ -315,7 +302,7 @@ async fn a_nacked_event_is_spooled_and_arrives_once_the_queue_has_room() {
     // The queue is full: this one is nacked, and kept.
     let (status, body) = post(
         &bridge,
-        ProviderKind::Wegocod,
+        "wegocod",
         "/webhooks/wegocod",
         WEGOCOD_SECRET,
         &wegocod_body(&format!("{tag}-2")),

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use common::load::{self, metric, wait_metric};
 use common::proxy::{Mode, Proxy};
 use common::*;
-use webhook_bridge::config::ProviderKind;
 
 fn segments(bridge: &Bridge) -> Vec<std::path::PathBuf> {
     let mut segs: Vec<_> = std::fs::read_dir(bridge.dir.path().join("spool"))
@@ -53,12 +52,7 @@ async fn spooled_events_survive_sigkill_and_torn_tail_and_drain_in_order() {
     // A retry of a spooled event is a duplicate.
     let body = load::wegocod_body("kill-0");
     let resp = bridge
-        .post_signed(
-            ProviderKind::Wegocod,
-            "/webhooks/wegocod",
-            WEGOCOD_SECRET,
-            &body,
-        )
+        .post_signed("wegocod", "/webhooks/wegocod", WEGOCOD_SECRET, &body)
         .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(

@@ -44,7 +44,9 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 use webhook_bridge::auth;
-use webhook_bridge::config::{AuthConfig, Config, ProviderKind, Secret};
+use webhook_bridge::auth::AuthConfig;
+use webhook_bridge::config::Config;
+use webhook_bridge::secret::Secret;
 use webhook_bridge::envelope::{self, Message};
 use webhook_bridge::providers::{self, Inbound, Parsed, samples};
 
@@ -901,13 +903,13 @@ fn wegocod_message(config: &Config) -> Result<Message> {
     let ep = config
         .endpoints
         .iter()
-        .find(|e| e.provider == ProviderKind::Wegocod)
+        .find(|e| e.provider.name == "wegocod")
         .ok_or_else(|| anyhow!("no wegocod endpoint"))?;
     let headers = http::HeaderMap::new();
     let inbound = Inbound {
         endpoint: ep,
         headers: &headers,
-        body: samples::WEGOCOD_DELIVERED,
+        body: webhook_bridge::providers::wegocod::DELIVERED,
     };
     let Ok(Parsed::Events(events)) = providers::parse(&inbound) else {
         bail!("the WeGoCOD sample did not parse into events");
@@ -1066,7 +1068,7 @@ impl HttpDriver {
         let isendu = config
             .endpoints
             .iter()
-            .find(|e| e.provider == ProviderKind::Isendu);
+            .find(|e| e.provider.name == "isendu");
         let isendu_path = isendu.map_or("/webhooks/isendu".to_string(), |e| e.path.clone());
         let signed = auth::sign(
             &AuthConfig::PathToken,
@@ -1082,7 +1084,7 @@ impl HttpDriver {
             wegocod_uri: format!("http://127.0.0.1:{port}/webhooks/wegocod")
                 .parse()
                 .unwrap_or_default(),
-            wegocod_auth: AuthConfig::default_for(ProviderKind::Wegocod)
+            wegocod_auth: (webhook_bridge::providers::wegocod::PROVIDER.default_auth)()
                 .unwrap_or(AuthConfig::PathToken),
             isendu_uri: format!("http://127.0.0.1:{port}{isendu_path}/{token}")
                 .parse()
@@ -1095,7 +1097,7 @@ impl HttpDriver {
 
     /// One signed WeGoCOD webhook per call, each with its own `order.reference`.
     fn wegocod_op(&self) -> Op {
-        let sample = std::str::from_utf8(samples::WEGOCOD_DELIVERED).unwrap_or_default();
+        let sample = std::str::from_utf8(webhook_bridge::providers::wegocod::DELIVERED).unwrap_or_default();
         let (head, tail) = sample.split_once("ORD-000129").unwrap_or((sample, ""));
         let (head, tail) = (Arc::new(head.to_string()), Arc::new(tail.to_string()));
         let client = self.client.clone();

@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::HeaderMap;
 use libfuzzer_sys::fuzz_target;
 use webhook_bridge::auth::{self, Credentials};
-use webhook_bridge::config::{AuthConfig, HmacAlgorithm, MacEncoding, Secret};
+use webhook_bridge::auth::{AuthConfig, HmacAlgorithm, MacEncoding};
+use webhook_bridge::secret::Secret;
 use webhook_bridge_fuzz::split_headers;
 
 fn schemes() -> Vec<AuthConfig> {

@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use webhook_bridge::config::{Config, EndpointConfig, ProviderKind};
+use webhook_bridge::config::{Config, EndpointConfig};
 use webhook_bridge::envelope;
 use webhook_bridge::providers::{self, Inbound, ParseError, Parsed};
 
@@ -178,17 +178,17 @@ pub fn split_headers<'d>(data: &'d [u8], names: &[&'static str]) -> (HeaderMap, 
 /// topic exchange accepts.
 pub fn check(endpoint: &EndpointConfig, headers: &HeaderMap, body: &[u8]) {
     let inbound = Inbound {
-        endpoint,
+        options: &endpoint.options,
         headers,
         body,
     };
     // `Value`, not `IgnoredAny`: the latter skips strings without checking they are UTF-8.
     let is_json = serde_json::from_slice::<serde_json::Value>(body).is_ok();
-    match providers::parse(&inbound) {
+    match endpoint.provider.parse(&inbound) {
         Ok(Parsed::Events(events)) => {
             assert!(is_json, "events from a body that is not JSON");
-            let batches = endpoint.provider == ProviderKind::Isendu
-                || endpoint.generic.split_pointer.is_some();
+            let batches = endpoint.provider.name == "isendu"
+                || endpoint.options.generic.split_pointer.is_some();
             if !batches {
                 assert_eq!(events.len(), 1, "a single-event body must give one event");
             }
@@ -217,7 +217,7 @@ pub fn check(endpoint: &EndpointConfig, headers: &HeaderMap, body: &[u8]) {
         }
         Err(ParseError::NotJson(_)) => assert!(!is_json, "valid JSON refused as not JSON"),
         Err(ParseError::HandshakeRefused) => {
-            assert_eq!(endpoint.provider, ProviderKind::Isendu)
+            assert_eq!(endpoint.provider.name, "isendu")
         }
         Err(ParseError::TooManyEvents(n)) => {
             assert!(n > providers::MAX_EVENTS_PER_REQUEST)

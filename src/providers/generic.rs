@@ -24,6 +24,105 @@ use serde_json::value::RawValue;
 use super::{
     Batch, Event, Inbound, MAX_EVENTS_PER_REQUEST, ParseError, Parsed, hash_hex, parse_json, str_at,
 };
+use super::{Checked, OptionProblem, Options, Provider, Sample};
+use super::samples::sample_file;
+
+/// The generic provider: everything is configured (`[endpoint.generic]`, `[endpoint.auth]`).
+pub static PROVIDER: Provider = Provider {
+    name: "generic",
+    default_auth: || None,
+    kinds: |_| vec!["<event>"],
+    samples: SAMPLES,
+    parse,
+    check,
+    custom_prefix: Some(|options| options.generic.source.as_deref()),
+    event_header: |options| options.generic.event_header.as_deref(),
+    ..Provider::BASE
+};
+
+/// Settings of the generic provider: where to find the event name, entity id and batch array.
+#[derive(Debug, Clone, Default, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GenericConfig {
+    /// Name used as the routing-key prefix and `data.provider` (default: the endpoint name).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// JSON pointer to the event name, e.g. `/type`.
+    #[serde(default)]
+    pub event_pointer: Option<String>,
+    /// Header carrying the event name, e.g. `X-GitHub-Event`.
+    #[serde(default)]
+    pub event_header: Option<String>,
+    /// JSON pointer to the entity id, used as `subject` and in the event id.
+    #[serde(default)]
+    pub entity_id_pointer: Option<String>,
+    /// JSON pointer to an array: each element becomes its own event.
+    #[serde(default)]
+    pub split_pointer: Option<String>,
+    /// JSON pointer to the provider's own event id, if it has one.
+    #[serde(default)]
+    pub id_pointer: Option<String>,
+}
+
+/// An event name must come from somewhere; pointers are JSON pointers; `source` starts routing
+/// keys.
+fn check(options: &Options) -> Checked {
+    let generic = &options.generic;
+    let problem = |key, message: &str| {
+        Err(OptionProblem {
+            key,
+            message: message.into(),
+        })
+    };
+    if generic.event_pointer.is_none() && generic.event_header.is_none() {
+        return problem(
+            "generic",
+            "set event_pointer or event_header so events can be routed",
+        );
+    }
+    for (key, pointer) in [
+        ("generic.event_pointer", &generic.event_pointer),
+        ("generic.entity_id_pointer", &generic.entity_id_pointer),
+        ("generic.split_pointer", &generic.split_pointer),
+        ("generic.id_pointer", &generic.id_pointer),
+    ] {
+        if let Some(p) = pointer
+            && !p.is_empty()
+            && !p.starts_with('/')
+        {
+            return problem(key, "a JSON pointer starts with '/'");
+        }
+    }
+    if let Some(src) = &generic.source
+        && (src.is_empty()
+            || !src
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)))
+    {
+        return problem(
+            "generic.source",
+            "must be non-empty [A-Za-z0-9_-] (it starts the routing key)",
+        );
+    }
+    Ok(Vec::new())
+}
+
+/// A Standard Webhooks style event (`type` in the body), for generic endpoints.
+pub const INVOICE_PAID: &[u8] = sample_file!("generic/invoice_paid.json");
+/// GitHub-style push (event name in `X-GitHub-Event`), for generic endpoints.
+pub const GITHUB_PUSH: &[u8] = sample_file!("generic/github_push.json");
+
+/// The documented samples, for `send --sample NAME` and the tests.
+pub const SAMPLES: &[Sample] = &[
+    Sample {
+        name: "invoice_paid",
+        body: INVOICE_PAID,
+    },
+    Sample {
+        name: "github_push",
+        body: GITHUB_PUSH,
+    },
+];
 
 /// Longest event part of a routing key; AMQP routing keys stop at 255 bytes.
 const MAX_EVENT_LEN: usize = 200;
@@ -88,7 +187,7 @@ pub fn raw_at(raw: &RawValue, pointer: &str) -> Option<Box<RawValue>> {
 
 pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
     let (raw, value) = parse_json(inbound.body)?;
-    let cfg = &inbound.endpoint.generic;
+    let cfg = &inbound.options.generic;
     let header_event = cfg.event_header.as_deref().and_then(|name| {
         inbound
             .headers
@@ -146,7 +245,7 @@ impl Context<'_> {
     }
 
     fn event(&self, raw: Box<RawValue>, element: &Value, split: bool) -> Event {
-        let cfg = &self.inbound.endpoint.generic;
+        let cfg = &self.inbound.options.generic;
         let name = self
             .lookup(element, cfg.event_pointer.as_deref(), split)
             .filter(|n| !n.is_empty())
@@ -170,11 +269,11 @@ impl Context<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{GenericConfig, ProviderKind};
+    use super::GenericConfig;
     use crate::providers::testing::{endpoint, events};
 
-    fn generic(cfg: GenericConfig) -> crate::config::EndpointConfig {
-        let mut ep = endpoint(ProviderKind::Generic);
+    fn generic(cfg: GenericConfig) -> crate::providers::testing::TestEndpoint {
+        let mut ep = endpoint(&PROVIDER);
         ep.generic = cfg;
         ep
     }

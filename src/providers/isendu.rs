@@ -25,6 +25,50 @@ use super::{
     Batch, Event, Inbound, MAX_EVENTS_PER_REQUEST, ParseError, Parsed, Status, hash_hex,
     parse_json, str_at,
 };
+use super::{Checked, OptionProblem, Options, Provider, Sample};
+use super::samples::sample_file;
+use crate::auth::AuthConfig;
+
+/// isendu: token as the last path segment; batches of order and tracking updates, and the URL
+/// check.
+pub static PROVIDER: Provider = Provider {
+    name: "isendu",
+    default_auth: || Some(AuthConfig::PathToken),
+    kinds: |_| vec!["order.updated", "shipment.status_changed"],
+    samples: SAMPLES,
+    parse,
+    check,
+    ..Provider::BASE
+};
+
+/// Without `api_secret` the URL check cannot be answered: warn, since isendu will not use the URL.
+fn check(options: &Options) -> Checked {
+    let mut warnings = Vec::new();
+    if options.api_secret.is_none() {
+        warnings.push(OptionProblem {
+            key: "api_secret",
+            message: "is not set: isendu's URL check ({\"keyId\": …}) will be answered 401 and \
+                      isendu will not use the URL"
+                .into(),
+        });
+    }
+    Ok(warnings)
+}
+
+pub const HANDSHAKE: &[u8] = sample_file!("isendu/handshake.json");
+pub const BATCH: &[u8] = sample_file!("isendu/batch.json");
+
+/// The documented samples, for `send --sample NAME` and the tests.
+pub const SAMPLES: &[Sample] = &[
+    Sample {
+        name: "handshake",
+        body: HANDSHAKE,
+    },
+    Sample {
+        name: "batch",
+        body: BATCH,
+    },
+];
 
 /// Courier / order status → canonical status. isendu passes on its couriers' vocabulary, so the
 /// table covers the common spellings; matching ignores case and treats `-` and spaces as `_`.
@@ -115,7 +159,7 @@ fn handshake(inbound: &Inbound<'_>, key_id: &Value) -> Result<Parsed, ParseError
     let Value::String(given) = key_id else {
         return Err(ParseError::HandshakeRefused);
     };
-    let endpoint = inbound.endpoint;
+    let endpoint = inbound.options;
     let key_ok = match &endpoint.key_id {
         Some(expected) => bool::from(expected.as_bytes().ct_eq(given.as_bytes())),
         None => true,
@@ -204,21 +248,21 @@ fn tracking_event(element: Box<RawValue>) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ProviderKind, Secret};
+    use crate::secret::Secret;
     use crate::providers::testing::{endpoint, events};
-    use crate::providers::{Inbound, samples};
+    use crate::providers::Inbound;
 
-    fn isendu() -> crate::config::EndpointConfig {
-        let mut ep = endpoint(ProviderKind::Isendu);
+    fn isendu() -> crate::providers::testing::TestEndpoint {
+        let mut ep = endpoint(&PROVIDER);
         ep.key_id = Some("key-1".into());
         ep.api_secret = Some(Secret::new("api-secret-1"));
         ep
     }
 
-    fn parse_body(ep: &crate::config::EndpointConfig, body: &[u8]) -> Result<Parsed, ParseError> {
+    fn parse_body(ep: &crate::providers::testing::TestEndpoint, body: &[u8]) -> Result<Parsed, ParseError> {
         let headers = http::HeaderMap::new();
-        crate::providers::parse(&Inbound {
-            endpoint: ep,
+        PROVIDER.parse(&Inbound {
+            options: &ep.options,
             headers: &headers,
             body,
         })
@@ -278,7 +322,7 @@ mod tests {
 
     #[test]
     fn sample_batch_splits_orders_then_tracking() {
-        let ev = events(&isendu(), &[], samples::ISENDU_BATCH);
+        let ev = events(&isendu(), &[], BATCH);
         assert_eq!(ev.len(), 3);
         assert_eq!(ev[0].kind, "order.updated");
         assert_eq!(
@@ -300,7 +344,7 @@ mod tests {
                 .starts_with("0e6b2f93-7c1a-4d8e-a5f2-3b9c6d1e8f47:")
         );
         // Payload is the element's raw text, byte for byte.
-        let text = std::str::from_utf8(samples::ISENDU_BATCH).unwrap();
+        let text = std::str::from_utf8(BATCH).unwrap();
         assert!(text.contains(ev[1].payload.get()));
     }
 

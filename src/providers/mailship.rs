@@ -23,6 +23,75 @@
 use serde_json::{Map, Value};
 
 use super::{Event, Inbound, ParseError, Parsed, Status, parse_json, str_at};
+use super::{Checked, OptionProblem, Options, Provider, Sample};
+use super::samples::sample_file;
+use crate::auth::AuthConfig;
+
+/// Mailship: token as the last path segment; five event kinds, by shape or fixed per endpoint.
+pub static PROVIDER: Provider = Provider {
+    name: "mailship",
+    default_auth: || Some(AuthConfig::PathToken),
+    kinds,
+    samples: SAMPLES,
+    parse,
+    check,
+    ..Provider::BASE
+};
+
+/// Every kind, or only the fixed event's.
+fn kinds(options: &Options) -> Vec<&'static str> {
+    match options.event.as_deref().and_then(MailshipEvent::from_name) {
+        Some(fixed) => vec![fixed.kind()],
+        None => MailshipEvent::ALL.iter().map(|e| e.kind()).collect(),
+    }
+}
+
+/// `event`, when set, must name one of the five events.
+fn check(options: &Options) -> Checked {
+    match &options.event {
+        Some(event) if MailshipEvent::from_name(event).is_none() => {
+            let names: Vec<&str> = MailshipEvent::ALL.iter().map(|e| e.name()).collect();
+            Err(OptionProblem {
+                key: "event",
+                message: format!(
+                    "unknown Mailship event {event:?}; one of {}",
+                    names.join(", ")
+                ),
+            })
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+pub const EXPEDITION_STATUS: &[u8] = sample_file!("mailship/expedition_status.json");
+pub const EXPEDITION_BOOKED: &[u8] = sample_file!("mailship/expedition_booked.json");
+pub const PRODUCT_STOCK: &[u8] = sample_file!("mailship/product_stock.json");
+pub const PRODUCT_CHANGE: &[u8] = sample_file!("mailship/product_change.json");
+pub const STOCK_ADVICE: &[u8] = sample_file!("mailship/stock_advice.json");
+
+/// The documented samples, for `send --sample NAME` and the tests.
+pub const SAMPLES: &[Sample] = &[
+    Sample {
+        name: "expedition_status",
+        body: EXPEDITION_STATUS,
+    },
+    Sample {
+        name: "expedition_booked",
+        body: EXPEDITION_BOOKED,
+    },
+    Sample {
+        name: "product_stock",
+        body: PRODUCT_STOCK,
+    },
+    Sample {
+        name: "product_change",
+        body: PRODUCT_CHANGE,
+    },
+    Sample {
+        name: "stock_advice",
+        body: STOCK_ADVICE,
+    },
+];
 
 /// The five Mailship webhook events; the names are the accepted values of an endpoint's `event`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +202,7 @@ pub fn stock_advice_status(s: &str) -> Status {
 
 pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
     let (raw, value) = parse_json(inbound.body)?;
-    let fixed = inbound.endpoint.event.as_deref();
+    let fixed = inbound.options.event.as_deref();
     let (Value::Object(map), Some(id)) = (&value, str_at(&value, "/id")) else {
         return Ok(Parsed::Events(vec![Event::unrecognized(
             fixed.unwrap_or(""),
@@ -199,8 +268,6 @@ pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ProviderKind;
-    use crate::providers::samples;
     use crate::providers::testing::{endpoint, events};
 
     #[test]
@@ -246,34 +313,34 @@ mod tests {
 
     #[test]
     fn every_sample_is_recognised_by_shape() {
-        let ep = endpoint(ProviderKind::Mailship);
+        let ep = endpoint(&PROVIDER);
         for (body, kind, entity_id, status) in [
             (
-                samples::MAILSHIP_EXPEDITION_STATUS,
+                EXPEDITION_STATUS,
                 "order.status_changed",
                 "testOrder1",
                 Some(Status::ReadyForCarrier),
             ),
             (
-                samples::MAILSHIP_EXPEDITION_BOOKED,
+                EXPEDITION_BOOKED,
                 "order.stock_booked",
                 "testOrder2",
                 None,
             ),
             (
-                samples::MAILSHIP_PRODUCT_STOCK,
+                PRODUCT_STOCK,
                 "product.stock_changed",
                 "testProduct1",
                 None,
             ),
             (
-                samples::MAILSHIP_PRODUCT_CHANGE,
+                PRODUCT_CHANGE,
                 "product.updated",
                 "8595717724834",
                 None,
             ),
             (
-                samples::MAILSHIP_STOCK_ADVICE,
+                STOCK_ADVICE,
                 "stock_advice.status_changed",
                 "testStockAdvice1",
                 Some(Status::Processing),
@@ -290,8 +357,8 @@ mod tests {
 
     #[test]
     fn stock_change_carries_changes_and_fixed_event_overrides_shape() {
-        let ep = endpoint(ProviderKind::Mailship);
-        let ev = events(&ep, &[], samples::MAILSHIP_PRODUCT_STOCK);
+        let ep = endpoint(&PROVIDER);
+        let ev = events(&ep, &[], PRODUCT_STOCK);
         let extra = ev[0].extra.as_ref().unwrap();
         assert_eq!(extra["changes"]["quantity"]["delta"], -1);
         assert_eq!(
@@ -299,43 +366,37 @@ mod tests {
             "Mailship id"
         );
 
-        let mut fixed = endpoint(ProviderKind::Mailship);
+        let mut fixed = endpoint(&PROVIDER);
         fixed.event = Some("expedition_booked".into());
-        let ev = events(&fixed, &[], samples::MAILSHIP_EXPEDITION_STATUS);
+        let ev = events(&fixed, &[], EXPEDITION_STATUS);
         assert_eq!(ev[0].kind, "order.stock_booked");
         assert_eq!(ev[0].status, None);
     }
 
     #[test]
-    fn config_accepts_only_known_event_names() {
-        let toml = |event: &str| {
-            format!(
-                "[amqp]\nurls = ['amqp://127.0.0.1']\n[[endpoint]]\nname = 'm'\nprovider = 'mailship'\n\
-                 path = '/m'\nsecret = 'tok'\nevent = '{event}'\n"
-            )
+    fn check_accepts_only_known_event_names() {
+        let with = |event: &str| Options {
+            event: Some(event.into()),
+            ..Options::default()
         };
         for e in MailshipEvent::ALL {
-            assert!(crate::config::Config::from_toml(&toml(e.name())).is_ok());
+            assert_eq!(check(&with(e.name())), Ok(Vec::new()));
         }
-        let err = crate::config::Config::from_toml(&toml("expedition"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("endpoint[0].event") && err.contains("stock_advice"),
-            "{err}"
-        );
+        let err = check(&with("expedition")).unwrap_err();
+        assert_eq!(err.key, "event");
+        assert!(err.message.contains("stock_advice"), "{}", err.message);
     }
 
     #[test]
     fn unknown_shapes_are_unrecognized() {
-        let ep = endpoint(ProviderKind::Mailship);
+        let ep = endpoint(&PROVIDER);
         assert!(events(&ep, &[], br#"{"id":"x","what":1}"#)[0].is_unrecognized());
         assert!(
             events(&ep, &[], br#"{"orderNumber":"o","status":"delivered"}"#)[0].is_unrecognized()
         );
         assert!(events(&ep, &[], br#"[1]"#)[0].is_unrecognized());
-        let mut bad = endpoint(ProviderKind::Mailship);
+        let mut bad = endpoint(&PROVIDER);
         bad.event = Some("nonsense".into());
-        assert!(events(&bad, &[], samples::MAILSHIP_EXPEDITION_STATUS)[0].is_unrecognized());
+        assert!(events(&bad, &[], EXPEDITION_STATUS)[0].is_unrecognized());
     }
 }

@@ -1,229 +1,195 @@
-//! Provider registry. Each provider module turns an authenticated request (headers + raw JSON
-//! body) into [`Event`]s with canonical status. Provider modules do no I/O, touch no metrics and
-//! know nothing of HTTP responses, which keeps them unit-testable and fuzzable.
+//! Provider registry. A provider is one module here, exporting a [`Provider`]: its name, default
+//! authentication, the routing keys it can produce, its bundled samples, its parser and the check
+//! of its endpoint options. Adding one is a new file and one name in [`registry!`] below.
 //!
-//! Adding a provider: a new file with a `parse` function and its status table, plus one arm in
-//! [`parse`].
+//! **Architecture invariant:** provider modules do no I/O, touch no metrics and know nothing of
+//! HTTP responses, configuration files or the broker: `(options, headers, body) → events`. That
+//! keeps them unit-testable and fuzzable.
 
-use http::HeaderMap;
-use serde::Serialize;
-use serde_json::Value;
-use serde_json::value::RawValue;
+use std::fmt;
+use std::time::SystemTime;
 
-use crate::config::{EndpointConfig, ProviderKind};
+use crate::auth::AuthConfig;
 
-pub mod generic;
-pub mod isendu;
-pub mod mailship;
-pub mod modexpress;
-pub mod peddler;
-pub mod wegocod;
-
-/// The canonical fulfilment lifecycle every provider status maps into (SPEC §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Created,
-    OnHold,
-    Processing,
-    Packed,
-    ReadyForCarrier,
-    InTransit,
-    OutForDelivery,
-    ReadyForPickup,
-    Delivered,
-    DeliveryFailed,
-    Returning,
-    Returned,
-    Restocked,
-    Cancelled,
-    Exception,
-    Unknown,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Created => "created",
-            Self::OnHold => "on_hold",
-            Self::Processing => "processing",
-            Self::Packed => "packed",
-            Self::ReadyForCarrier => "ready_for_carrier",
-            Self::InTransit => "in_transit",
-            Self::OutForDelivery => "out_for_delivery",
-            Self::ReadyForPickup => "ready_for_pickup",
-            Self::Delivered => "delivered",
-            Self::DeliveryFailed => "delivery_failed",
-            Self::Returning => "returning",
-            Self::Returned => "returned",
-            Self::Restocked => "restocked",
-            Self::Cancelled => "cancelled",
-            Self::Exception => "exception",
-            Self::Unknown => "unknown",
-        }
-    }
-}
-
-/// Position of an event inside a batched request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Batch {
-    pub index: usize,
-    pub size: usize,
-}
-
-/// One provider event, normalized. The envelope module turns it into a CloudEvent.
-#[derive(Debug, Clone)]
-pub struct Event {
-    /// The provider's own event name (`order.status_updated`, `shp.status.update`…).
-    pub event: String,
-    /// `entity.action` part of the routing key (`order.status_changed`), or `unrecognized`.
-    pub kind: String,
-    /// `order`, `shipment`, `product`, `stock_advice`; `None` for unrecognized events.
-    pub entity: Option<String>,
-    pub entity_id: Option<String>,
-    /// The provider's natural key for this event: the same provider event always gives the same
-    /// key, so retries produce the same envelope id.
-    pub natural_key: String,
-    pub status: Option<Status>,
-    pub provider_status: Option<String>,
-    pub previous_status: Option<String>,
-    pub tracking_number: Option<String>,
-    pub tracking_url: Option<String>,
-    pub location: Option<Value>,
-    pub occurred_at: Option<String>,
-    pub batch: Option<Batch>,
-    /// Provider-specific extras merged into `data` (e.g. Mailship stock `changes`).
-    pub extra: Option<serde_json::Map<String, Value>>,
-    /// The provider's own JSON for this event, byte for byte.
-    pub payload: Box<RawValue>,
-}
-
-impl Event {
-    /// An event with only the mandatory parts set.
-    pub fn new(
-        event: impl Into<String>,
-        kind: impl Into<String>,
-        natural_key: String,
-        payload: Box<RawValue>,
-    ) -> Self {
-        Self {
-            event: event.into(),
-            kind: kind.into(),
-            entity: None,
-            entity_id: None,
-            natural_key,
-            status: None,
-            provider_status: None,
-            previous_status: None,
-            tracking_number: None,
-            tracking_url: None,
-            location: None,
-            occurred_at: None,
-            batch: None,
-            extra: None,
-            payload,
-        }
-    }
-
-    /// An authenticated body of a shape or event the provider module does not know. It is
-    /// published as `{provider}.unrecognized`, never dropped.
-    pub fn unrecognized(event: impl Into<String>, payload: Box<RawValue>) -> Self {
-        let key = format!("unrecognized:{}", hash_hex(payload.get().as_bytes()));
-        Self::new(event, UNRECOGNIZED, key, payload)
-    }
-
-    pub fn is_unrecognized(&self) -> bool {
-        self.kind == UNRECOGNIZED
-    }
-}
-
-/// Routing-key suffix of events the bridge could not classify.
-pub const UNRECOGNIZED: &str = "unrecognized";
-
-/// Hex SHA-256, for natural keys built from content.
-pub fn hash_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
-/// What a provider made of a request.
-#[derive(Debug)]
-pub enum Parsed {
-    /// Events to publish; may be empty (an empty batch is fine).
-    Events(Vec<Event>),
-    /// A protocol reply that publishes nothing (isendu URL handshake): answer 200 with this body.
-    Reply(Vec<u8>),
-}
-
-/// A body the provider cannot accept at all. Unknown-but-valid JSON is *not* an error: it
-/// becomes an unrecognized event.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ParseError {
-    #[error("body is not valid JSON: {0}")]
-    NotJson(String),
-    #[error("batch too large: {0} elements")]
-    TooManyEvents(usize),
-    #[error("handshake refused")]
-    HandshakeRefused,
-}
-
-/// The most events one request may carry; larger batches are refused with 400 before publishing.
-pub const MAX_EVENTS_PER_REQUEST: usize = 10_000;
-
-/// What a provider parser gets: the endpoint's settings, the request headers and the raw body,
-/// already known to be at most `max_body` bytes.
-pub struct Inbound<'a> {
-    pub endpoint: &'a EndpointConfig,
-    pub headers: &'a HeaderMap,
-    pub body: &'a [u8],
-}
-
-/// Parse `body` as JSON, keeping the raw text (for `payload`) and a value (for fields).
-pub fn parse_json(body: &[u8]) -> Result<(Box<RawValue>, Value), ParseError> {
-    let raw: Box<RawValue> =
-        serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
-    let value: Value =
-        serde_json::from_str(raw.get()).map_err(|e| ParseError::NotJson(e.to_string()))?;
-    Ok((raw, value))
-}
-
-/// Dispatch to the endpoint's provider.
-pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
-    let parsed = match inbound.endpoint.provider {
-        ProviderKind::Modexpress => modexpress::parse(inbound),
-        ProviderKind::Wegocod => wegocod::parse(inbound),
-        ProviderKind::Peddler => peddler::parse(inbound),
-        ProviderKind::Isendu => isendu::parse(inbound),
-        ProviderKind::Mailship => mailship::parse(inbound),
-        ProviderKind::Generic => generic::parse(inbound),
-    }?;
-    if let Parsed::Events(events) = &parsed
-        && events.len() > MAX_EVENTS_PER_REQUEST
-    {
-        return Err(ParseError::TooManyEvents(events.len()));
-    }
-    Ok(parsed)
-}
-
-/// The provider name used in routing keys, `source` and `data.provider` for this endpoint.
-pub fn provider_name(endpoint: &EndpointConfig) -> &str {
-    match endpoint.provider {
-        ProviderKind::Generic => endpoint.generic.source.as_deref().unwrap_or(&endpoint.name),
-        other => other.as_str(),
-    }
-}
-
-/// String at a JSON pointer, accepting numbers too (ids are often numeric).
-pub fn str_at(value: &Value, pointer: &str) -> Option<String> {
-    match value.pointer(pointer)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// Sample payloads of each provider's documentation, bundled for `send` and the tests.
+mod event;
 pub mod samples;
+
+pub use self::event::{
+    Batch, Event, Inbound, MAX_EVENTS_PER_REQUEST, Options, ParseError, Parsed, Status,
+    UNRECOGNIZED, hash_hex, parse_json, str_at,
+};
+pub use self::samples::Sample;
+
+/// Declares the provider modules and [`ALL`], in one list.
+macro_rules! registry {
+    ($($name:ident),+ $(,)?) => {
+        $(pub mod $name;)+
+
+        /// Every provider, in the order `check-config` and the docs list them.
+        pub static ALL: &[&Provider] = &[$(&$name::PROVIDER),+];
+    };
+}
+
+registry!(modexpress, wegocod, peddler, isendu, mailship, generic);
+
+/// A problem with an endpoint's provider options: the key (relative to the endpoint, e.g.
+/// `generic.source`) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionProblem {
+    pub key: &'static str,
+    pub message: String,
+}
+
+/// A header name and value a sender adds.
+pub type Header = (&'static str, String);
+
+/// What a provider says of an endpoint's options: refused, or accepted with warnings.
+pub type Checked = Result<Vec<OptionProblem>, OptionProblem>;
+
+/// One provider: everything the rest of the bridge needs to know of it.
+pub struct Provider {
+    /// `provider = "…"` in the config; the routing-key prefix and metric label (see
+    /// [`Provider::prefix`] for the generic provider).
+    pub name: &'static str,
+    /// The scheme used when the endpoint has no `auth` table; `None`: it must have one.
+    pub default_auth: fn() -> Option<AuthConfig>,
+    /// `entity.action` routing-key suffixes an endpoint can produce, besides `unrecognized`.
+    pub kinds: fn(&Options) -> Vec<&'static str>,
+    /// The documented sample payloads, for `send --sample` and the tests.
+    pub samples: &'static [Sample],
+    /// The request's events, a protocol reply, or why the body is refused.
+    pub parse: fn(&Inbound<'_>) -> Result<Parsed, ParseError>,
+    /// Check an endpoint's options at start-up.
+    pub check: fn(&Options) -> Checked,
+    /// A routing-key prefix chosen per endpoint (the generic provider's `source`); the endpoint
+    /// name when it gives none. `None`: the prefix is [`Provider::name`].
+    pub custom_prefix: Option<fn(&Options) -> Option<&str>>,
+    /// Headers the provider sends next to its signature, derived from the body (for `send`).
+    pub sender_headers: fn(&[u8], SystemTime) -> Vec<Header>,
+    /// The header an endpoint takes the event name from, if it routes on one (for `send`'s
+    /// hint when it is missing).
+    pub event_header: fn(&Options) -> Option<&str>,
+}
+
+impl Provider {
+    /// What a provider has when it says nothing else: `..Provider::BASE` fills the rest.
+    pub const BASE: Provider = Provider {
+        name: "",
+        default_auth: || None,
+        kinds: |_| Vec::new(),
+        samples: &[],
+        parse: |_| Ok(Parsed::Events(Vec::new())),
+        check: no_options,
+        custom_prefix: None,
+        sender_headers: |_, _| Vec::new(),
+        event_header: |_| None,
+    };
+
+    /// The routing-key prefix, `source` and `data.provider` of an endpoint named `endpoint`.
+    pub fn prefix<'a>(&'static self, options: &'a Options, endpoint: &'a str) -> &'a str {
+        match self.custom_prefix {
+            Some(custom) => custom(options).unwrap_or(endpoint),
+            None => self.name,
+        }
+    }
+
+    /// Parse a request, refusing batches over [`MAX_EVENTS_PER_REQUEST`].
+    pub fn parse(&self, inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
+        let parsed = (self.parse)(inbound)?;
+        if let Parsed::Events(events) = &parsed
+            && events.len() > MAX_EVENTS_PER_REQUEST
+        {
+            return Err(ParseError::TooManyEvents(events.len()));
+        }
+        Ok(parsed)
+    }
+
+    /// The routing keys an endpoint can produce, for `check-config` and the docs.
+    pub fn routing_keys(&'static self, options: &Options, endpoint: &str) -> Vec<String> {
+        let prefix = self.prefix(options, endpoint);
+        (self.kinds)(options)
+            .into_iter()
+            .chain(std::iter::once(UNRECOGNIZED))
+            .map(|k| format!("{prefix}.{k}"))
+            .collect()
+    }
+}
+
+impl fmt::Debug for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl PartialEq for Provider {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for Provider {}
+
+/// The provider called `name`.
+pub fn find(name: &str) -> Option<&'static Provider> {
+    ALL.iter().copied().find(|p| p.name == name)
+}
+
+/// For providers whose options hold nothing to check.
+pub fn no_options(_: &Options) -> Checked {
+    Ok(Vec::new())
+}
+
+/// Helpers for provider unit tests.
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+
+    /// A provider with options, as a test endpoint: fields of [`Options`] are set through it.
+    pub struct TestEndpoint {
+        pub provider: &'static Provider,
+        pub options: Options,
+    }
+
+    impl std::ops::Deref for TestEndpoint {
+        type Target = Options;
+        fn deref(&self) -> &Options {
+            &self.options
+        }
+    }
+
+    impl std::ops::DerefMut for TestEndpoint {
+        fn deref_mut(&mut self) -> &mut Options {
+            &mut self.options
+        }
+    }
+
+    pub fn endpoint(provider: &'static Provider) -> TestEndpoint {
+        TestEndpoint {
+            provider,
+            options: Options::default(),
+        }
+    }
+
+    /// Parse `body` and return its events; panics on a handshake reply or an error.
+    pub fn events(ep: &TestEndpoint, headers: &[(&'static str, &str)], body: &[u8]) -> Vec<Event> {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in headers {
+            h.append(*k, http::HeaderValue::from_str(v).unwrap());
+        }
+        match ep
+            .provider
+            .parse(&Inbound {
+                options: &ep.options,
+                headers: &h,
+                body,
+            })
+            .unwrap()
+        {
+            Parsed::Events(e) => e,
+            Parsed::Reply(r) => panic!("unexpected reply {}", String::from_utf8_lossy(&r)),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -237,82 +203,22 @@ mod tests {
         );
         assert_eq!(Status::OutForDelivery.as_str(), "out_for_delivery");
     }
-}
 
-/// Helpers for provider unit tests.
-#[cfg(test)]
-pub mod testing {
-    use super::*;
-    use crate::config::{AuthConfig, GenericConfig, Secret};
-
-    pub fn endpoint(provider: ProviderKind) -> EndpointConfig {
-        EndpointConfig {
-            name: format!("{}-test", provider.as_str()),
-            provider,
-            path: format!("/webhooks/{}", provider.as_str()),
-            secrets: vec![Secret::new("test-secret")],
-            secret_sources: vec![crate::config::SecretSource::Literal],
-            auth: AuthConfig::default_for(provider).unwrap_or(AuthConfig::Bearer),
-            allow_ips: vec![],
-            trusted_proxies: vec![],
-            key_id: None,
-            api_secret: None,
-            event: None,
-            generic: GenericConfig::default(),
+    #[test]
+    fn names_are_unique_and_every_provider_has_a_sample() {
+        let names: std::collections::HashSet<_> = ALL.iter().map(|p| p.name).collect();
+        assert_eq!(names.len(), ALL.len());
+        for p in ALL {
+            assert!(!p.samples.is_empty(), "{} has no sample", p.name);
+            assert_eq!(find(p.name), Some(*p));
         }
     }
 
-    /// Parse `body` and return its events; panics on a handshake reply or an error.
-    pub fn events(
-        ep: &EndpointConfig,
-        headers: &[(&'static str, &str)],
-        body: &[u8],
-    ) -> Vec<Event> {
-        let mut h = HeaderMap::new();
-        for (k, v) in headers {
-            h.append(*k, http::HeaderValue::from_str(v).unwrap());
-        }
-        match parse(&Inbound {
-            endpoint: ep,
-            headers: &h,
-            body,
-        })
-        .unwrap()
-        {
-            Parsed::Events(e) => e,
-            Parsed::Reply(r) => panic!("unexpected reply {}", String::from_utf8_lossy(&r)),
-        }
+    #[test]
+    fn the_batch_histogram_reaches_the_batch_limit() {
+        assert_eq!(
+            crate::metrics::BATCH_BUCKETS.last().copied(),
+            Some(MAX_EVENTS_PER_REQUEST as f64)
+        );
     }
-}
-
-/// The routing keys an endpoint can produce, for `check-config`.
-pub fn routing_keys(endpoint: &EndpointConfig) -> Vec<String> {
-    let p = provider_name(endpoint);
-    let fixed_mailship = endpoint
-        .event
-        .as_deref()
-        .and_then(mailship::MailshipEvent::from_name)
-        .filter(|_| endpoint.provider == ProviderKind::Mailship)
-        .map(|e| [e.kind()]);
-    let kinds: &[&str] = match endpoint.provider {
-        ProviderKind::Mailship if fixed_mailship.is_some() => {
-            fixed_mailship.as_ref().map_or(&[], |k| k.as_slice())
-        }
-        ProviderKind::Modexpress | ProviderKind::Wegocod => &["order.status_changed"],
-        ProviderKind::Peddler => &["shipment.status_changed"],
-        ProviderKind::Isendu => &["order.updated", "shipment.status_changed"],
-        ProviderKind::Mailship => &[
-            "order.status_changed",
-            "order.stock_booked",
-            "product.stock_changed",
-            "product.updated",
-            "stock_advice.status_changed",
-        ],
-        ProviderKind::Generic => &["<event>"],
-    };
-    kinds
-        .iter()
-        .chain(std::iter::once(&UNRECOGNIZED))
-        .map(|k| format!("{p}.{k}"))
-        .collect()
 }

@@ -2,6 +2,34 @@
 //! request, `shp.status.update` / `order.status.update` → `modexpress.order.status_changed`.
 
 use super::{Event, Inbound, ParseError, Parsed, Status, parse_json, str_at};
+use super::{Provider, Sample};
+use super::samples::sample_file;
+use crate::auth::AuthConfig;
+
+/// Modexpress: bearer token; order status changes.
+pub static PROVIDER: Provider = Provider {
+    name: "modexpress",
+    default_auth,
+    kinds: |_| vec!["order.status_changed"],
+    samples: SAMPLES,
+    parse,
+    ..Provider::BASE
+};
+
+/// `Authorization: Bearer <secret>`.
+fn default_auth() -> Option<AuthConfig> {
+    Some(AuthConfig::Bearer)
+}
+
+pub const IN_PROGRESS: &[u8] = sample_file!("modexpress/in_progress.json");
+
+/// The documented samples, for `send --sample NAME` and the tests.
+pub const SAMPLES: &[Sample] = &[
+    Sample {
+        name: "in_progress",
+        body: IN_PROGRESS,
+    },
+];
 
 /// Processing status id → canonical status (Modexpress "Status field values").
 pub fn status(id: &str) -> Status {
@@ -49,8 +77,8 @@ mod tests {
 
     #[test]
     fn sample_maps_to_processing() {
-        let ep = endpoint(crate::config::ProviderKind::Modexpress);
-        let ev = events(&ep, &[], crate::providers::samples::MODEXPRESS_IN_PROGRESS);
+        let ep = endpoint(&PROVIDER);
+        let ev = events(&ep, &[], IN_PROGRESS);
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].kind, "order.status_changed");
         assert_eq!(ev[0].entity_id.as_deref(), Some("123456"));
@@ -75,7 +103,7 @@ mod tests {
 
     #[test]
     fn other_action_is_unrecognized() {
-        let ep = endpoint(crate::config::ProviderKind::Modexpress);
+        let ep = endpoint(&PROVIDER);
         let ev = events(
             &ep,
             &[],

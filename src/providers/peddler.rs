@@ -2,6 +2,41 @@
 //! `peddler.shipment.status_changed`. Natural key: `id` + `status` + `ts`.
 
 use super::{Event, Inbound, ParseError, Parsed, Status, parse_json, str_at};
+use super::{Provider, Sample};
+use super::samples::sample_file;
+use crate::auth::AuthConfig;
+
+/// Peddler: shared-token header; shipment status changes.
+pub static PROVIDER: Provider = Provider {
+    name: "peddler",
+    default_auth,
+    kinds: |_| vec!["shipment.status_changed"],
+    samples: SAMPLES,
+    parse,
+    ..Provider::BASE
+};
+
+/// `x-webhook-shared-token: <secret>`.
+fn default_auth() -> Option<AuthConfig> {
+    Some(AuthConfig::Header {
+        header: "x-webhook-shared-token".into(),
+    })
+}
+
+pub const CONFIRMED: &[u8] = sample_file!("peddler/shipment_confirmed.json");
+pub const OUT_FOR_DELIVERY: &[u8] = sample_file!("peddler/out_for_delivery.json");
+
+/// The documented samples, for `send --sample NAME` and the tests.
+pub const SAMPLES: &[Sample] = &[
+    Sample {
+        name: "shipment_confirmed",
+        body: CONFIRMED,
+    },
+    Sample {
+        name: "out_for_delivery",
+        body: OUT_FOR_DELIVERY,
+    },
+];
 
 /// Peddler shipment status → canonical status. Peddler documents `SHIPMENT_CONFIRMED`,
 /// `OUT_FOR_DELIVERY` and `DELIVERED`; the others are the carrier vocabulary seen in its API.
@@ -46,21 +81,19 @@ pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ProviderKind;
-    use crate::providers::samples;
     use crate::providers::testing::{endpoint, events};
 
     #[test]
     fn samples_map_and_keep_location() {
-        let ep = endpoint(ProviderKind::Peddler);
-        let ev = events(&ep, &[], samples::PEDDLER_CONFIRMED);
+        let ep = endpoint(&PROVIDER);
+        let ev = events(&ep, &[], CONFIRMED);
         assert_eq!(ev[0].status, Some(Status::Created));
         assert_eq!(
             ev[0].tracking_number.as_deref(),
             Some("P123456789012345678")
         );
         assert!(ev[0].location.is_none());
-        let ev = events(&ep, &[], samples::PEDDLER_OUT_FOR_DELIVERY);
+        let ev = events(&ep, &[], OUT_FOR_DELIVERY);
         assert_eq!(ev[0].status, Some(Status::OutForDelivery));
         assert_eq!(
             ev[0]
@@ -78,7 +111,7 @@ mod tests {
 
     #[test]
     fn body_without_id_is_unrecognized() {
-        let ep = endpoint(ProviderKind::Peddler);
+        let ep = endpoint(&PROVIDER);
         assert!(events(&ep, &[], br#"{"hello":"world"}"#)[0].is_unrecognized());
     }
 }

@@ -3,6 +3,49 @@
 //! `order.reference` + `new_status`, as WeGoCOD itself recommends for de-duplication.
 
 use super::{Event, Inbound, ParseError, Parsed, Status, parse_json, str_at};
+use super::{Provider, Sample};
+use super::samples::sample_file;
+use crate::auth::{AuthConfig, HmacAlgorithm, MacEncoding};
+
+/// WeGoCOD: hex HMAC-SHA256 of the body; order status changes.
+pub static PROVIDER: Provider = Provider {
+    name: "wegocod",
+    default_auth,
+    kinds: |_| vec!["order.status_changed"],
+    samples: SAMPLES,
+    parse,
+    sender_headers,
+    ..Provider::BASE
+};
+
+/// WeGoCOD sends the event name and a timestamp next to the signature.
+fn sender_headers(body: &[u8], now: std::time::SystemTime) -> Vec<(&'static str, String)> {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let event = str_at(&value, "/event").unwrap_or_else(|| "order.status_updated".into());
+    let ts = str_at(&value, "/timestamp")
+        .unwrap_or_else(|| chrono::DateTime::<chrono::Utc>::from(now).to_rfc3339());
+    vec![("x-webhook-event", event), ("x-webhook-timestamp", ts)]
+}
+
+/// `X-Webhook-Signature`: lowercase hex HMAC-SHA256 of the raw body.
+fn default_auth() -> Option<AuthConfig> {
+    Some(AuthConfig::Hmac {
+        header: "x-webhook-signature".into(),
+        algorithm: HmacAlgorithm::Sha256,
+        encoding: MacEncoding::Hex,
+        prefix: None,
+    })
+}
+
+pub const DELIVERED: &[u8] = sample_file!("wegocod/delivered.json");
+
+/// The documented samples, for `send --sample NAME` and the tests.
+pub const SAMPLES: &[Sample] = &[
+    Sample {
+        name: "delivered",
+        body: DELIVERED,
+    },
+];
 
 /// `new_status` → canonical status (WeGoCOD status transition table).
 pub fn status(s: &str) -> Status {
@@ -57,13 +100,12 @@ pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ProviderKind;
     use crate::providers::testing::{endpoint, events};
 
     #[test]
     fn sample_maps_to_delivered() {
-        let ep = endpoint(ProviderKind::Wegocod);
-        let ev = events(&ep, &[], crate::providers::samples::WEGOCOD_DELIVERED);
+        let ep = endpoint(&PROVIDER);
+        let ev = events(&ep, &[], DELIVERED);
         assert_eq!(ev[0].kind, "order.status_changed");
         assert_eq!(ev[0].entity_id.as_deref(), Some("ORD-000129"));
         assert_eq!(ev[0].status, Some(Status::Delivered));
@@ -92,7 +134,7 @@ mod tests {
 
     #[test]
     fn event_name_may_come_from_header() {
-        let ep = endpoint(ProviderKind::Wegocod);
+        let ep = endpoint(&PROVIDER);
         let body = br#"{"order":{"reference":"R1","new_status":"prepared"}}"#;
         let ev = events(&ep, &[("x-webhook-event", "order.status_updated")], body);
         assert_eq!(ev[0].status, Some(Status::Packed));

@@ -10,14 +10,12 @@ use futures_util::StreamExt;
 use lapin::options::ExchangeDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
-use webhook_bridge::config::ProviderKind;
-use webhook_bridge::providers::samples;
 
 use super::{AMQP_URL, Bridge, Consumer, WEGOCOD_SECRET};
 
 /// The documented WeGoCOD sample with its order reference replaced: a distinct event.
 pub fn wegocod_body(reference: &str) -> Vec<u8> {
-    String::from_utf8_lossy(samples::WEGOCOD_DELIVERED)
+    String::from_utf8_lossy(webhook_bridge::providers::wegocod::DELIVERED)
         .replace("ORD-000129", reference)
         .into_bytes()
 }
@@ -108,12 +106,8 @@ pub async fn run(
             async move {
                 tokio::time::sleep_until(t0 + interval * i as u32).await;
                 let body = wegocod_body(&reference);
-                let (_, headers) = super::signed_request(
-                    ProviderKind::Wegocod,
-                    "/webhooks/wegocod",
-                    WEGOCOD_SECRET,
-                    &body,
-                );
+                let (_, headers) =
+                    super::signed_request("wegocod", "/webhooks/wegocod", WEGOCOD_SECRET, &body);
                 let mut req = client.post(&url).body(body);
                 for (k, v) in &headers {
                     req = req.header(k, v);

@@ -19,7 +19,8 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties};
 use serde_json::Value;
 use webhook_bridge::auth;
-use webhook_bridge::config::{AuthConfig, ProviderKind, Secret};
+use webhook_bridge::auth::AuthConfig;
+use webhook_bridge::secret::Secret;
 
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -299,7 +300,7 @@ impl Bridge {
     /// Sign `body` as `provider`'s sender would with `secret` and POST it to `path`.
     pub async fn post_signed(
         &self,
-        provider: ProviderKind,
+        provider: &str,
         path: &str,
         secret: &str,
         body: &[u8],
@@ -311,10 +312,10 @@ impl Bridge {
     /// The documented WeGoCOD sample, signed as WeGoCOD would, to the standard endpoint.
     pub async fn post_wegocod_sample(&self) -> reqwest::Response {
         self.post_signed(
-            ProviderKind::Wegocod,
+            "wegocod",
             "/webhooks/wegocod",
             WEGOCOD_SECRET,
-            webhook_bridge::providers::samples::WEGOCOD_DELIVERED,
+            webhook_bridge::providers::wegocod::DELIVERED,
         )
         .await
     }
@@ -409,12 +410,13 @@ fn spawn(config: &std::path::Path, log: &std::path::Path, opts: &BridgeOptions) 
 
 /// Path and headers a provider would send for `body` (default auth of `provider`).
 pub fn signed_request(
-    provider: ProviderKind,
+    provider: &str,
     path: &str,
     secret: &str,
     body: &[u8],
 ) -> (String, Vec<(String, String)>) {
-    let auth = AuthConfig::default_for(provider).expect("provider has a default auth");
+    let provider = webhook_bridge::providers::find(provider).expect("known provider");
+    let auth = (provider.default_auth)().expect("provider has a default auth");
     signed_with(&auth, path, secret, body)
 }
 

@@ -1,21 +1,99 @@
-//! Request authentication: one verifier per scheme, all constant-time, plus the IP allowlist.
+//! Request authentication: the schemes an endpoint can use ([`AuthConfig`], as written in its
+//! `auth` table), one verifier per scheme, all constant-time, the IP allowlist ([`ip`]), and
+//! [`sign`], the exact inverse of the verifiers, used by `webhook-bridge send` and the tests, so
+//! what we verify and what we would send can never drift apart.
 //!
-//! Verifiers see only headers, the path token and the raw body; they know nothing of providers
-//! or HTTP responses. [`sign`] is the exact inverse, used by `webhook-bridge send` and the tests,
-//! so what we verify and what we would send can never drift apart.
+//! Verifiers see only headers, the path token and the raw body; they know nothing of providers,
+//! configuration files or HTTP responses.
 
-use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use hmac::{Hmac, Mac};
-use http::{HeaderMap, HeaderName, HeaderValue};
-use ipnet::IpNet;
-use sha2::{Digest, Sha256, Sha512};
+use http::{HeaderMap, HeaderName};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{AuthConfig, HmacAlgorithm, MacEncoding, Secret};
+use crate::secret::Secret;
+
+mod ip;
+mod mac;
+mod sign;
+
+pub use self::ip::{check_ip, client_ip};
+pub use self::mac::{BadWebhookKey, standard_webhooks_key};
+use self::mac::{decode_mac, verify_mac};
+pub use self::sign::{Signed, sign};
+
+/// How requests to an endpoint prove they come from the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// `Authorization: Bearer <secret>`.
+    Bearer,
+    /// `Authorization: Basic base64(user:secret)`; `username` checked when set.
+    Basic {
+        #[serde(default)]
+        username: Option<String>,
+    },
+    /// A header carrying the secret verbatim.
+    Header { header: String },
+    /// The secret as the last path segment: `<path>/<secret>`.
+    PathToken,
+    /// A MAC of the raw body in a header.
+    Hmac {
+        header: String,
+        #[serde(default)]
+        algorithm: HmacAlgorithm,
+        #[serde(default)]
+        encoding: MacEncoding,
+        /// Text before the MAC in the header, e.g. `sha256=`.
+        #[serde(default)]
+        prefix: Option<String>,
+    },
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature` (`v1,<b64>`…).
+    StandardWebhooks {
+        #[serde(
+            default = "default_tolerance",
+            deserialize_with = "crate::units::de_duration"
+        )]
+        tolerance: Duration,
+    },
+}
+
+fn default_tolerance() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl AuthConfig {
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Self::Bearer => "bearer",
+            Self::Basic { .. } => "basic",
+            Self::Header { .. } => "header",
+            Self::PathToken => "path_token",
+            Self::Hmac { .. } => "hmac",
+            Self::StandardWebhooks { .. } => "standard_webhooks",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HmacAlgorithm {
+    #[default]
+    Sha256,
+    Sha512,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MacEncoding {
+    #[default]
+    Hex,
+    Base64,
+}
 
 /// Why a request was not authenticated. The HTTP layer answers 401 (403 for `IpNotAllowed`)
 /// with a generic body; the variant only goes to metrics and logs.
@@ -126,53 +204,6 @@ pub fn verify(
     }
 }
 
-/// Check the peer (or, behind a trusted proxy, the client named in `X-Forwarded-For`).
-pub fn check_ip(
-    allow: &[IpNet],
-    trusted_proxies: &[IpNet],
-    peer: SocketAddr,
-    headers: &HeaderMap,
-) -> Result<(), AuthError> {
-    if allow.is_empty() {
-        return Ok(());
-    }
-    let client = client_ip(trusted_proxies, peer.ip(), headers);
-    if allow.iter().any(|net| net.contains(&client)) {
-        Ok(())
-    } else {
-        Err(AuthError::IpNotAllowed)
-    }
-}
-
-/// The address the request really came from: walk `X-Forwarded-For` from the right while the hop
-/// is a trusted proxy; the first untrusted hop is the client. Without a trusted peer the header is
-/// ignored, so a client cannot forge its way into the allowlist.
-pub fn client_ip(trusted_proxies: &[IpNet], peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-    let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|n| n.contains(ip));
-    if !trusted(&peer) {
-        return peer;
-    }
-    let mut client = peer;
-    let hops: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .collect();
-    for hop in hops.iter().rev() {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(ip) => {
-                client = ip;
-                if !trusted(&ip) {
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    client
-}
-
 fn header_name(name: &str) -> Result<HeaderName, AuthError> {
     HeaderName::from_bytes(name.as_bytes()).map_err(|_| AuthError::Malformed)
 }
@@ -212,66 +243,6 @@ fn any_secret_eq(secrets: &[Secret], given: &[u8]) -> Result<(), AuthError> {
         Ok(())
     } else {
         Err(AuthError::Mismatch)
-    }
-}
-
-fn decode_mac(value: &str, encoding: MacEncoding) -> Result<Vec<u8>, AuthError> {
-    let decoded = match encoding {
-        MacEncoding::Hex => hex::decode(value).map_err(|_| AuthError::Malformed)?,
-        MacEncoding::Base64 => B64.decode(value).map_err(|_| AuthError::Malformed)?,
-    };
-    if decoded.is_empty() {
-        return Err(AuthError::Malformed);
-    }
-    Ok(decoded)
-}
-
-/// `Mac::verify_slice` is constant-time and rejects a MAC of the wrong length outright.
-fn verify_mac(algorithm: HmacAlgorithm, key: &[u8], parts: &[&[u8]], mac: &[u8]) -> bool {
-    match algorithm {
-        HmacAlgorithm::Sha256 => {
-            let Ok(mut m) = Hmac::<Sha256>::new_from_slice(key) else {
-                return false;
-            };
-            parts.iter().for_each(|p| m.update(p));
-            m.verify_slice(mac).is_ok()
-        }
-        HmacAlgorithm::Sha512 => {
-            let Ok(mut m) = Hmac::<Sha512>::new_from_slice(key) else {
-                return false;
-            };
-            parts.iter().for_each(|p| m.update(p));
-            m.verify_slice(mac).is_ok()
-        }
-    }
-}
-
-/// HMAC of `parts`. HMAC takes keys of any length, so `None` does not happen in practice; the
-/// callers then send an empty signature, which never verifies.
-fn compute_mac(algorithm: HmacAlgorithm, key: &[u8], parts: &[&[u8]]) -> Option<Vec<u8>> {
-    fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]]) -> Option<Vec<u8>> {
-        let mut m = <M as hmac::digest::KeyInit>::new_from_slice(key).ok()?;
-        parts.iter().for_each(|p| m.update(p));
-        Some(m.finalize().into_bytes().to_vec())
-    }
-    match algorithm {
-        HmacAlgorithm::Sha256 => run::<Hmac<Sha256>>(key, parts),
-        HmacAlgorithm::Sha512 => run::<Hmac<Sha512>>(key, parts),
-    }
-}
-
-/// Error of a Standard Webhooks key that is not `whsec_<base64>` (or plain base64).
-#[derive(Debug, thiserror::Error)]
-#[error("a Standard Webhooks secret must be base64, optionally prefixed with whsec_")]
-pub struct BadWebhookKey;
-
-/// Decode a Standard Webhooks signing key.
-pub fn standard_webhooks_key(secret: &Secret) -> Result<Vec<u8>, BadWebhookKey> {
-    let raw = secret.expose();
-    let encoded = raw.strip_prefix("whsec_").unwrap_or(raw);
-    match B64.decode(encoded) {
-        Ok(key) if !key.is_empty() => Ok(key),
-        _ => Err(BadWebhookKey),
     }
 }
 
@@ -320,92 +291,12 @@ fn verify_standard_webhooks(
     Err(AuthError::Mismatch)
 }
 
-/// How a sender would present `secret` for `body`: headers to add and a path suffix.
-#[derive(Debug, Default)]
-pub struct Signed {
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub path_suffix: Option<String>,
-}
-
-/// Sign `body` the way a provider using `auth` would. `webhook_id` is used by Standard Webhooks.
-pub fn sign(
-    auth: &AuthConfig,
-    secret: &Secret,
-    body: &[u8],
-    now: SystemTime,
-    webhook_id: &str,
-) -> Signed {
-    let mut out = Signed::default();
-    let mut push = |name: HeaderName, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            out.headers.push((name, v));
-        }
-    };
-    match auth {
-        AuthConfig::Bearer => push(
-            http::header::AUTHORIZATION,
-            format!("Bearer {}", secret.expose()),
-        ),
-        AuthConfig::Basic { username } => {
-            let user = username.as_deref().unwrap_or("webhook");
-            let creds = B64.encode(format!("{user}:{}", secret.expose()));
-            push(http::header::AUTHORIZATION, format!("Basic {creds}"));
-        }
-        AuthConfig::Header { header } => {
-            if let Ok(name) = header_name(header) {
-                push(name, secret.expose().to_string());
-            }
-        }
-        AuthConfig::PathToken => out.path_suffix = Some(secret.expose().to_string()),
-        AuthConfig::Hmac {
-            header,
-            algorithm,
-            encoding,
-            prefix,
-        } => {
-            let mac =
-                compute_mac(*algorithm, secret.expose().as_bytes(), &[body]).unwrap_or_default();
-            let encoded = match encoding {
-                MacEncoding::Hex => hex::encode(mac),
-                MacEncoding::Base64 => B64.encode(mac),
-            };
-            if let Ok(name) = header_name(header) {
-                push(
-                    name,
-                    format!("{}{encoded}", prefix.as_deref().unwrap_or("")),
-                );
-            }
-        }
-        AuthConfig::StandardWebhooks { .. } => {
-            let ts = now
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-                .to_string();
-            let key = standard_webhooks_key(secret).unwrap_or_default();
-            let mac = compute_mac(
-                HmacAlgorithm::Sha256,
-                &key,
-                &[webhook_id.as_bytes(), b".", ts.as_bytes(), b".", body],
-            )
-            .unwrap_or_default();
-            push(
-                HeaderName::from_static("webhook-id"),
-                webhook_id.to_string(),
-            );
-            push(HeaderName::from_static("webhook-timestamp"), ts);
-            push(
-                HeaderName::from_static("webhook-signature"),
-                format!("v1,{}", B64.encode(mac)),
-            );
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
+    use ipnet::IpNet;
+    use std::net::SocketAddr;
 
     fn creds<'a>(
         headers: &'a HeaderMap,
@@ -550,7 +441,12 @@ mod tests {
             Err(AuthError::Ambiguous)
         );
         let h = headers(&[("x-webhook-signature", "")]);
-        let auth = AuthConfig::default_for(crate::config::ProviderKind::Wegocod).unwrap();
+        let auth = AuthConfig::Hmac {
+            header: "x-webhook-signature".into(),
+            algorithm: HmacAlgorithm::Sha256,
+            encoding: MacEncoding::Hex,
+            prefix: None,
+        };
         assert!(verify(&auth, &[Secret::new("s")], &creds(&h, b"{}", None)).is_err());
     }
 

@@ -1,0 +1,338 @@
+//! Configuration: the file's serde types ([`raw`]), validation that names the offending key
+//! ([`validate`]), and the validated types every component receives. Nothing re-reads the file
+//! or the environment after start-up. Secrets are resolved here (`env:`/`file:`/literal, see
+//! [`crate::secret`]) and print as `***`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::auth::AuthConfig;
+use crate::providers::{Options, Provider};
+use crate::secret::{Secret, SecretSource};
+use crate::units::{de_duration, de_size};
+
+mod raw;
+mod validate;
+
+/// A configuration error. The message always names the key (`endpoint[2].secret`, `max_body`…)
+/// so an operator can fix the file without reading code.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+/// Protective limits on the provider-facing listener.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A client that has not sent complete headers by then is disconnected (slowloris). An idle
+    /// keep-alive connection is closed after the same time.
+    pub header_read_timeout: Duration,
+    /// The whole body must arrive within this; it is also bounded by `ack_deadline`.
+    pub body_read_timeout: Duration,
+    /// Open connections beyond this are answered 503 with `Retry-After` and closed.
+    pub max_connections: usize,
+    /// Requests processed at once; more are answered 503 immediately.
+    pub max_in_flight: usize,
+}
+
+/// Broker settings. URLs carry credentials, so they are [`Secret`]s and print redacted.
+#[derive(Debug, Clone)]
+pub struct AmqpConfig {
+    /// Tried in order on every (re)connect: the first that answers wins.
+    pub urls: Vec<Secret>,
+    pub exchange: String,
+    /// Declare the exchange, its alternate exchange and the unrouted queue on every connect.
+    pub declare_topology: bool,
+    /// Confirm-mode channels publishes are spread over.
+    pub channels: usize,
+    pub connect_timeout: Duration,
+    pub reconnect_backoff_max: Duration,
+}
+
+impl AmqpConfig {
+    /// Name of the alternate exchange that catches unroutable messages.
+    pub fn alternate_exchange(&self) -> String {
+        format!("{}.unrouted", self.exchange)
+    }
+    /// Queue bound to the alternate exchange.
+    pub fn unrouted_queue(&self) -> String {
+        format!("{}.unrouted", self.exchange)
+    }
+}
+
+fn default_spool_dir() -> PathBuf {
+    PathBuf::from("./spool")
+}
+fn default_spool_max() -> u64 {
+    1024 * 1024 * 1024
+}
+
+/// Local durable fallback used when the broker cannot confirm in time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    #[serde(default = "raw::default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_spool_dir")]
+    pub dir: PathBuf,
+    #[serde(default = "default_spool_max", deserialize_with = "de_size")]
+    pub max_bytes: u64,
+    /// On SIGTERM, after the last answer: how long to keep draining the spool to the broker
+    /// before exiting, so acknowledged events do not wait on a volume that may be deleted with
+    /// the pod. `0s` exits at once.
+    #[serde(default = "default_shutdown_drain", deserialize_with = "de_duration")]
+    pub shutdown_drain: Duration,
+}
+
+fn default_shutdown_drain() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: default_spool_dir(),
+            max_bytes: default_spool_max(),
+            shutdown_drain: default_shutdown_drain(),
+        }
+    }
+}
+
+fn default_dedup_ttl() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_dedup_size() -> usize {
+    100_000
+}
+
+/// Window in which an already-confirmed event id is answered 200 without publishing again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupConfig {
+    #[serde(default = "raw::default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_dedup_ttl", deserialize_with = "de_duration")]
+    pub ttl: Duration,
+    #[serde(default = "default_dedup_size")]
+    pub max_entries: usize,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl: default_dedup_ttl(),
+            max_entries: default_dedup_size(),
+        }
+    }
+}
+
+/// A validated endpoint: one provider account reachable at one path.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Label in metrics, logs and the envelope's `account`.
+    pub name: String,
+    pub provider: &'static Provider,
+    /// Path prefix; with path-token auth the token is the one segment after it.
+    pub path: String,
+    /// Every listed secret verifies, so a secret can be rotated without downtime.
+    pub secrets: Vec<Secret>,
+    /// Where each secret came from, for `check-config`.
+    pub secret_sources: Vec<SecretSource>,
+    pub auth: AuthConfig,
+    pub allow_ips: Vec<IpNet>,
+    /// Proxies whose `X-Forwarded-For` is believed when checking `allow_ips`.
+    pub trusted_proxies: Vec<IpNet>,
+    /// The provider-specific keys (`key_id`, `api_secret`, `event`, `[endpoint.generic]`).
+    pub options: Options,
+}
+
+impl EndpointConfig {
+    /// The routing-key prefix, `source` and `data.provider` of this endpoint's events.
+    pub fn provider_name(&self) -> &str {
+        self.provider.prefix(&self.options, &self.name)
+    }
+
+    /// The routing keys this endpoint can produce, for `check-config`.
+    pub fn routing_keys(&self) -> Vec<String> {
+        self.provider.routing_keys(&self.options, &self.name)
+    }
+}
+
+/// The validated configuration passed to every component.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Every provider request is answered before this, whatever the broker does.
+    pub ack_deadline: Duration,
+    pub max_body: usize,
+    pub limits: Limits,
+    pub amqp: AmqpConfig,
+    pub spool: SpoolConfig,
+    pub dedup: DedupConfig,
+    pub endpoints: Vec<EndpointConfig>,
+    /// Literal secrets found in the file, reported as warnings at start-up.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Default path: `$WEBHOOK_BRIDGE_CONFIG`, else `webhook-bridge.toml`.
+    pub fn default_path() -> PathBuf {
+        std::env::var_os("WEBHOOK_BRIDGE_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("webhook-bridge.toml"))
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        validate::validate(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[amqp]
+urls = ["amqp://guest:guest@127.0.0.1:5672/%2f"]
+"#;
+
+    fn err(text: &str) -> String {
+        Config::from_toml(text).map(|_| ()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn missing_endpoint_secret_names_the_key() {
+        let text = format!("{BASE}\n[[endpoint]]\nname='a'\nprovider='peddler'\npath='/p'\n");
+        assert!(err(&text).contains("endpoint[0].secret"), "{}", err(&text));
+    }
+
+    #[test]
+    fn unset_env_secret_names_key_and_variable() {
+        let text = format!(
+            "{BASE}\n[[endpoint]]\nname='a'\nprovider='peddler'\npath='/p'\nsecret='env:WB_TEST_SURELY_UNSET'\n"
+        );
+        let e = err(&text);
+        assert!(
+            e.contains("endpoint[0].secret") && e.contains("WB_TEST_SURELY_UNSET"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_duration_and_unknown_key_are_reported() {
+        assert!(err(&format!("ack_deadline = 'soon'\n{BASE}")).contains("ack_deadline"));
+        assert!(err(&format!("bogus = 1\n{BASE}")).contains("bogus"));
+    }
+
+    #[test]
+    fn sizes_and_lists_parse() {
+        let text = format!(
+            "max_body = '2MiB'\n{BASE}\n[[endpoint]]\nname='a'\nprovider='wegocod'\npath='/w'\nsecret=['one','two']\nallow_ips=['10.0.0.0/8','192.0.2.1']\n"
+        );
+        let cfg = Config::from_toml(&text).unwrap();
+        assert_eq!(cfg.max_body, 2 * 1024 * 1024);
+        assert_eq!(cfg.endpoints[0].secrets.len(), 2);
+        assert_eq!(cfg.endpoints[0].allow_ips.len(), 2);
+        assert_eq!(cfg.warnings.len(), 2);
+    }
+
+    #[test]
+    fn an_isendu_endpoint_without_api_secret_is_warned_about() {
+        let without = format!(
+            "{BASE}\n[[endpoint]]\nname='i'\nprovider='isendu'\npath='/i'\nsecret='test-token'\n"
+        );
+        let cfg = Config::from_toml(&without).unwrap();
+        assert!(
+            cfg.warnings
+                .iter()
+                .any(|w| w.contains("endpoint[0].api_secret")),
+            "{:?}",
+            cfg.warnings
+        );
+        let with = format!("{without}api_secret='test-api-secret'\n");
+        let cfg = Config::from_toml(&with).unwrap();
+        assert!(
+            !cfg.warnings
+                .iter()
+                .any(|w| w.contains("api_secret is not set")),
+            "{:?}",
+            cfg.warnings
+        );
+    }
+
+    #[test]
+    fn duplicate_paths_are_rejected() {
+        let text = format!(
+            "{BASE}\n[[endpoint]]\nname='a'\nprovider='peddler'\npath='/p'\nsecret='x'\n[[endpoint]]\nname='b'\nprovider='peddler'\npath='/p'\nsecret='y'\n"
+        );
+        assert!(err(&text).contains("endpoint[1].path"));
+    }
+}
+
+/// Endpoints for unit tests of the layers above.
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+
+    /// An endpoint of `provider` (by name) at `/webhooks/<provider>`, with its default auth.
+    pub fn endpoint(provider: &str) -> EndpointConfig {
+        let provider = crate::providers::find(provider).expect("known provider");
+        EndpointConfig {
+            name: format!("{}-test", provider.name),
+            provider,
+            path: format!("/webhooks/{}", provider.name),
+            secrets: vec![Secret::new("test-secret")],
+            secret_sources: vec![SecretSource::Literal],
+            auth: (provider.default_auth)().unwrap_or(AuthConfig::Bearer),
+            allow_ips: vec![],
+            trusted_proxies: vec![],
+            options: Options::default(),
+        }
+    }
+
+    /// The events `ep`'s provider makes of `body` (no headers); panics on anything else.
+    pub fn events(ep: &EndpointConfig, body: &[u8]) -> Vec<crate::providers::Event> {
+        let inbound = crate::providers::Inbound {
+            options: &ep.options,
+            headers: &http::HeaderMap::new(),
+            body,
+        };
+        match ep.provider.parse(&inbound) {
+            Ok(crate::providers::Parsed::Events(events)) => events,
+            other => panic!("not events: {other:?}"),
+        }
+    }
+}

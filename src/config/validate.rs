@@ -1,0 +1,253 @@
+//! From the file as written ([`super::raw`]) to a validated [`Config`]: one function per section,
+//! each error naming the key. Provider-specific options are checked by the provider itself
+//! ([`crate::providers::Provider::check`]).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::raw::{RawAmqp, RawConfig, RawEndpoint, RawLimits};
+use super::{AmqpConfig, Config, ConfigError, EndpointConfig, Limits};
+use crate::auth::{self, AuthConfig};
+use crate::providers::{self, Options};
+use crate::secret::{self, Secret, SecretSource};
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Resolve one secret reference, naming `key` in the error.
+fn resolve_secret(raw: &str, key: &str) -> Result<(Secret, SecretSource), ConfigError> {
+    secret::resolve(raw).map_err(|e| invalid(key, e.to_string()))
+}
+
+pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    if raw.ack_deadline < Duration::from_millis(100) || raw.ack_deadline > Duration::from_secs(30) {
+        return Err(invalid("ack_deadline", "must be between 100ms and 30s"));
+    }
+    if raw.max_body == 0 || raw.max_body > 64 * 1024 * 1024 {
+        return Err(invalid("max_body", "must be between 1 byte and 64MiB"));
+    }
+    let limits = limits(raw.limits)?;
+    let amqp = amqp(raw.amqp)?;
+    if raw.spool.enabled && raw.spool.max_bytes < 4096 {
+        return Err(invalid("spool.max_bytes", "must be at least 4KiB"));
+    }
+    if raw.dedup.enabled && raw.dedup.max_entries == 0 {
+        return Err(invalid("dedup.max_entries", "must be at least 1"));
+    }
+    let mut warnings = Vec::new();
+    let mut endpoints = Vec::with_capacity(raw.endpoints.len());
+    let mut names = HashSet::new();
+    let mut paths = HashSet::new();
+    for (i, ep) in raw.endpoints.into_iter().enumerate() {
+        let key = |field: &str| format!("endpoint[{i}].{field}");
+        if !names.insert(ep.name.clone()) {
+            return Err(invalid(
+                key("name"),
+                format!("duplicate endpoint name {:?}", ep.name),
+            ));
+        }
+        if !paths.insert(ep.path.clone()) {
+            return Err(invalid(
+                key("path"),
+                format!("duplicate path {:?}", ep.path),
+            ));
+        }
+        endpoints.push(endpoint(ep, &key, &mut warnings)?);
+    }
+    if endpoints.is_empty() {
+        return Err(invalid("endpoint", "at least one [[endpoint]] is required"));
+    }
+    Ok(Config {
+        listen: raw.listen,
+        admin_listen: raw.admin_listen,
+        ack_deadline: raw.ack_deadline,
+        max_body: usize::try_from(raw.max_body).unwrap_or(usize::MAX),
+        limits,
+        amqp,
+        spool: raw.spool,
+        dedup: raw.dedup,
+        endpoints,
+        warnings,
+    })
+}
+
+fn limits(raw: RawLimits) -> Result<Limits, ConfigError> {
+    if raw.max_connections == 0 {
+        return Err(invalid("limits.max_connections", "must be at least 1"));
+    }
+    if raw.max_in_flight == 0 {
+        return Err(invalid("limits.max_in_flight", "must be at least 1"));
+    }
+    Ok(Limits {
+        header_read_timeout: raw.header_read_timeout,
+        body_read_timeout: raw.body_read_timeout,
+        max_connections: raw.max_connections,
+        max_in_flight: raw.max_in_flight,
+    })
+}
+
+fn amqp(raw: RawAmqp) -> Result<AmqpConfig, ConfigError> {
+    let urls = raw.urls.into_vec();
+    if urls.is_empty() {
+        return Err(invalid("amqp.urls", "at least one URL is required"));
+    }
+    let mut resolved = Vec::with_capacity(urls.len());
+    for (i, url) in urls.iter().enumerate() {
+        let key = format!("amqp.urls[{i}]");
+        let (secret, _) = resolve_secret(url, &key)?;
+        if !(secret.expose().starts_with("amqp://") || secret.expose().starts_with("amqps://")) {
+            return Err(invalid(key, "must start with amqp:// or amqps://"));
+        }
+        resolved.push(secret);
+    }
+    if raw.exchange.is_empty() {
+        return Err(invalid("amqp.exchange", "must not be empty"));
+    }
+    if raw.channels == 0 || raw.channels > 64 {
+        return Err(invalid("amqp.channels", "must be between 1 and 64"));
+    }
+    Ok(AmqpConfig {
+        urls: resolved,
+        exchange: raw.exchange,
+        declare_topology: raw.declare_topology,
+        channels: raw.channels,
+        connect_timeout: raw.connect_timeout,
+        reconnect_backoff_max: raw.reconnect_backoff_max,
+    })
+}
+
+/// One `[[endpoint]]`: name, path, provider, auth, secrets, networks, provider options.
+fn endpoint(
+    ep: RawEndpoint,
+    key: &dyn Fn(&str) -> String,
+    warnings: &mut Vec<String>,
+) -> Result<EndpointConfig, ConfigError> {
+    if ep.name.is_empty()
+        || !ep
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(invalid(key("name"), "must be non-empty [A-Za-z0-9._-]"));
+    }
+    if !ep.path.starts_with('/') || ep.path.len() > 1 && ep.path.ends_with('/') {
+        return Err(invalid(
+            key("path"),
+            "must start with '/' and not end with '/'",
+        ));
+    }
+    let provider = providers::find(&ep.provider).ok_or_else(|| {
+        let known: Vec<&str> = providers::ALL.iter().map(|p| p.name).collect();
+        invalid(
+            key("provider"),
+            format!(
+                "unknown provider {:?}; one of {}",
+                ep.provider,
+                known.join(", ")
+            ),
+        )
+    })?;
+    let auth = match ep.auth {
+        Some(a) => a,
+        None => (provider.default_auth)().ok_or_else(|| {
+            invalid(
+                key("auth"),
+                format!("the {} provider needs an auth table", provider.name),
+            )
+        })?,
+    };
+    if let AuthConfig::Hmac { header, .. } | AuthConfig::Header { header } = &auth
+        && http::HeaderName::from_bytes(header.as_bytes()).is_err()
+    {
+        return Err(invalid(key("auth.header"), "not a valid header name"));
+    }
+    let (secrets, secret_sources) = secrets(ep.secret.map(|s| s.into_vec()), &auth, key, warnings)?;
+    let options = Options {
+        key_id: ep.key_id,
+        api_secret: match ep.api_secret {
+            Some(raw) => Some(resolve_secret(&raw, &key("api_secret"))?.0),
+            None => None,
+        },
+        event: ep.event,
+        generic: ep.generic.unwrap_or_default(),
+    };
+    let allow_ips = parse_nets(&ep.allow_ips, &key("allow_ips"))?;
+    let trusted_proxies = parse_nets(&ep.trusted_proxies, &key("trusted_proxies"))?;
+    match (provider.check)(&options) {
+        Ok(found) => warnings.extend(
+            found
+                .into_iter()
+                .map(|w| format!("{} {}", key(w.key), w.message)),
+        ),
+        Err(problem) => return Err(invalid(key(problem.key), problem.message)),
+    }
+    Ok(EndpointConfig {
+        name: ep.name,
+        provider,
+        path: ep.path,
+        secrets,
+        secret_sources,
+        auth,
+        allow_ips,
+        trusted_proxies,
+        options,
+    })
+}
+
+/// The endpoint's secrets (several during a rotation), each checked against the scheme.
+fn secrets(
+    raw: Option<Vec<String>>,
+    auth: &AuthConfig,
+    key: &dyn Fn(&str) -> String,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<Secret>, Vec<SecretSource>), ConfigError> {
+    let raw = raw.ok_or_else(|| invalid(key("secret"), "every endpoint needs a secret"))?;
+    if raw.is_empty() {
+        return Err(invalid(key("secret"), "at least one secret is required"));
+    }
+    let mut secrets = Vec::with_capacity(raw.len());
+    let mut sources = Vec::with_capacity(raw.len());
+    for raw_secret in &raw {
+        let (secret, source) = resolve_secret(raw_secret, &key("secret"))?;
+        if source == SecretSource::Literal {
+            warnings.push(format!(
+                "{} is a literal secret; prefer env: or file:",
+                key("secret")
+            ));
+        }
+        if matches!(auth, AuthConfig::PathToken)
+            && !secret
+                .expose()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c))
+        {
+            return Err(invalid(
+                key("secret"),
+                "a path token must be URL-safe [A-Za-z0-9-_.~]",
+            ));
+        }
+        if let AuthConfig::StandardWebhooks { .. } = auth {
+            auth::standard_webhooks_key(&secret)
+                .map_err(|e| invalid(key("secret"), e.to_string()))?;
+        }
+        secrets.push(secret);
+        sources.push(source);
+    }
+    Ok((secrets, sources))
+}
+
+fn parse_nets(raw: &[String], key: &str) -> Result<Vec<IpNet>, ConfigError> {
+    raw.iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| invalid(key, format!("{s:?} is not an IP address or CIDR")))
+        })
+        .collect()
+}
