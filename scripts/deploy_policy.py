@@ -28,6 +28,8 @@ FIXTURES = "scripts/testdata/check-deploy"
 # The job label the PodMonitor sets and the presence alerts select on.
 JOB = "webhook-bridge"
 AMQP_PORTS = {5672, 5671}
+# Idle process plus a full dedup window; each request in flight adds up to 2 x max_body.
+BASE_MEMORY = 40 << 20
 DNS_PORT = 53
 
 
@@ -332,6 +334,14 @@ def check_variant(variant, docs, cfg, rules_src, dashboard, work):
             where(f"the config volume's ConfigMap {cm_name} is not rendered with webhook-bridge.toml")
         elif tomllib.loads(cms[cm_name]["data"]["webhook-bridge.toml"]) != cfg:
             where(f"ConfigMap {cm_name} does not carry {CONFIG}")
+    # The memory limit covers the requests in flight (docs/deploy.md, "Resources and sizing").
+    limit = bridge.get("resources", {}).get("limits", {}).get("memory")
+    in_flight = cfg.get("limits", {}).get("max_in_flight", 512)
+    max_body = toml_size(cfg.get("max_body", "1MiB"))
+    need_mem = BASE_MEMORY + in_flight * 2 * max_body
+    if not limit or size_bytes(limit) < need_mem:
+        where(f"bridge memory limit {limit} < 40 MiB + max_in_flight {in_flight} x 2 x max_body"
+              f" {max_body} = {need_mem >> 20} MiB")
     # The grace period covers the bridge's shutdown (ARCHITECTURE.md, "Shutdown").
     sleep = bridge.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
     grace = pod.get("terminationGracePeriodSeconds", 30)
