@@ -1,5 +1,6 @@
 //! The deployment files describe the real binary: every `webhook_bridge_*` metric named in
-//! deploy/ (alert rules, their unit tests, the dashboard, the manifests) and docs/deploy.md is
+//! deploy/ (alert rules, their unit tests, the dashboard, the manifests), docs/deploy.md and
+//! docs/runbooks.md is
 //! one the binary exports, every label those queries match on exists on that metric, the
 //! Kubernetes config is one the binary accepts, and the "spool near full" alert agrees with the
 //! configured spool size. scripts/check-deploy validates the files' syntax; this checks meaning.
@@ -183,7 +184,7 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Every text file under deploy/, plus docs/deploy.md.
+/// Every text file under deploy/, plus docs/deploy.md and docs/runbooks.md.
 fn deploy_files() -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -201,9 +202,10 @@ fn deploy_files() -> Vec<PathBuf> {
     }
     let mut files = Vec::new();
     walk(&repo().join("deploy"), &mut files);
-    let docs = repo().join("docs/deploy.md");
-    if docs.exists() {
-        files.push(docs);
+    for doc in ["docs/deploy.md", "docs/runbooks.md"] {
+        let path = repo().join(doc);
+        assert!(path.exists(), "{doc} is missing");
+        files.push(path);
     }
     files
 }
@@ -328,7 +330,7 @@ async fn every_metric_named_in_deploy_files_is_exported_by_the_binary() {
 
 /// The values of the example Secret, `KEY: "value"` lines under `stringData:`.
 fn example_secret_values() -> Vec<(String, String)> {
-    let text = read(&repo().join("deploy/kubernetes/base/secret.yaml"));
+    let text = read(&repo().join("deploy/kubernetes/example/config/secret.yaml"));
     let mut in_data = false;
     let mut out = Vec::new();
     for line in text.lines() {
@@ -351,7 +353,7 @@ fn example_secret_values() -> Vec<(String, String)> {
 fn kubernetes_config_is_accepted_by_the_binary_with_the_example_secret() {
     let secrets = example_secret_values();
     assert!(secrets.len() >= 5, "{secrets:?}");
-    let config = repo().join("deploy/kubernetes/base/webhook-bridge.toml");
+    let config = repo().join("deploy/kubernetes/example/config/webhook-bridge.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_webhook-bridge"))
         .args(["check-config", "--config"])
         .arg(&config)
