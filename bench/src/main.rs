@@ -47,8 +47,9 @@ use webhook_bridge::auth;
 use webhook_bridge::auth::AuthConfig;
 use webhook_bridge::config::Config;
 use webhook_bridge::secret::Secret;
-use webhook_bridge::envelope::{self, Message};
-use webhook_bridge::providers::{self, Inbound, Parsed, samples};
+use webhook_bridge::envelope;
+use webhook_bridge::message::Message;
+use webhook_bridge::providers::{Inbound, Parsed};
 
 use crate::load::{Op, PhaseResult};
 use crate::sys::{CpuSnapshot, ProcWatch};
@@ -907,11 +908,11 @@ fn wegocod_message(config: &Config) -> Result<Message> {
         .ok_or_else(|| anyhow!("no wegocod endpoint"))?;
     let headers = http::HeaderMap::new();
     let inbound = Inbound {
-        endpoint: ep,
+        options: &ep.options,
         headers: &headers,
         body: webhook_bridge::providers::wegocod::DELIVERED,
     };
-    let Ok(Parsed::Events(events)) = providers::parse(&inbound) else {
+    let Ok(Parsed::Events(events)) = ep.provider.parse(&inbound) else {
         bail!("the WeGoCOD sample did not parse into events");
     };
     let event = events
