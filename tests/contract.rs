@@ -461,13 +461,15 @@ fn serialized(s: Status) -> String {
 }
 
 /// The rows of the first table after `heading` in a Markdown text: the cells of each row.
+/// `heading` may also be a table's header row: then that table.
 fn table_after(text: &str, heading: &str) -> Vec<Vec<String>> {
     let start = text
         .lines()
-        .position(|l| l.trim() == heading)
+        .position(|l| l.trim() == heading.trim())
         .unwrap_or_else(|| panic!("docs/contract.md has no heading `{heading}`"));
+    let at_header = heading.starts_with('|');
     text.lines()
-        .skip(start + 1)
+        .skip(if at_header { start } else { start + 1 })
         .skip_while(|l| !l.starts_with('|'))
         .take_while(|l| l.starts_with('|'))
         .skip(2) // header and separator
@@ -633,6 +635,38 @@ fn asyncapi_channels_cover_every_routing_key_and_no_other() {
         assert_eq!(amqp["is"], "routingKey");
         assert_eq!(amqp["exchange"]["type"], "topic");
         assert_eq!(amqp["exchange"]["durable"], true);
+    }
+
+    // docs/contract.md lists the same channels with the same schemas.
+    let doc_md = std::fs::read_to_string(repo().join("docs/contract.md")).expect("contract.md");
+    let header = doc_md
+        .lines()
+        .find(|l| l.starts_with("| routing key |"))
+        .expect("docs/contract.md: the routing key table");
+    let listed: BTreeMap<String, PathBuf> = table_after(&doc_md, header)
+        .into_iter()
+        .filter_map(|row| {
+            let key = code(&row[0])?.to_string();
+            let link = row[1].split("](").nth(1)?.split(')').next()?;
+            Some((key, repo().join("docs").join(link)))
+        })
+        .collect();
+    let channels: BTreeMap<String, PathBuf> = contract
+        .channels
+        .iter()
+        .map(|c| (c.address.clone(), c.schema_file.clone()))
+        .collect();
+    assert_eq!(
+        listed.keys().collect::<Vec<_>>(),
+        channels.keys().collect::<Vec<_>>(),
+        "docs/contract.md routing keys vs docs/asyncapi.yaml channels"
+    );
+    for (key, file) in &listed {
+        assert_eq!(
+            file.canonicalize().ok(),
+            channels[key].canonicalize().ok(),
+            "docs/contract.md: schema of {key}"
+        );
     }
 
     // Schemas: every file is versioned, identified by its path, and used by a channel.
