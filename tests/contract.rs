@@ -23,9 +23,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use serde_json::Value;
 use webhook_bridge::config::{Config, EndpointConfig};
-use webhook_bridge::providers::{
-    self, Status, isendu, mailship, modexpress, peddler, samples, wegocod,
-};
+use webhook_bridge::providers::{Status, isendu, mailship, modexpress, peddler, samples, wegocod};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// Every schema's `$id` starts with this; the rest is its path under `schemas/`.
