@@ -512,11 +512,7 @@ async fn process(
     drop(events);
     drop(body);
     drop(parts);
-    let duplicate = state.delivery.duplicates(&messages);
-    let outcome = state
-        .delivery
-        .deliver(&messages, &duplicate, deadline)
-        .await;
+    let delivered = state.delivery.deliver(&messages, deadline).await;
     let with_duplicates = |key: &str, n: usize, d: usize| {
         if d == 0 {
             format!("{{\"{key}\":{n}}}")
@@ -524,55 +520,40 @@ async fn process(
             format!("{{\"{key}\":{n},\"duplicates\":{d}}}")
         }
     };
-    let (event_outcome, result) = match outcome {
+    let result = match delivered.outcome {
         Outcome::Accepted {
             published,
             duplicates,
         } => (
-            "published",
-            (
-                RequestOutcome::Accepted,
-                json_response(
-                    StatusCode::OK,
-                    with_duplicates("accepted", published, duplicates),
-                ),
+            RequestOutcome::Accepted,
+            json_response(
+                StatusCode::OK,
+                with_duplicates("accepted", published, duplicates),
             ),
         ),
         Outcome::Spooled {
             spooled,
             duplicates,
         } => (
-            "spooled",
-            (
-                RequestOutcome::Spooled,
-                json_response(
-                    StatusCode::OK,
-                    with_duplicates("spooled", spooled, duplicates),
-                ),
+            RequestOutcome::Spooled,
+            json_response(
+                StatusCode::OK,
+                with_duplicates("spooled", spooled, duplicates),
             ),
         ),
         Outcome::Duplicate(n) => (
-            "duplicate",
-            (
-                RequestOutcome::Accepted,
-                json_response(StatusCode::OK, with_duplicates("accepted", 0, n)),
-            ),
+            RequestOutcome::Accepted,
+            json_response(StatusCode::OK, with_duplicates("accepted", 0, n)),
         ),
-        Outcome::Unavailable { retry_after } => (
-            "failed",
-            (RequestOutcome::Unavailable, unavailable(retry_after)),
-        ),
+        Outcome::Unavailable { retry_after } => {
+            (RequestOutcome::Unavailable, unavailable(retry_after))
+        }
     };
-    for (m, &dup) in messages.iter().zip(&duplicate) {
-        let label = if dup && event_outcome != "failed" {
-            "duplicate"
-        } else {
-            event_outcome
-        };
+    for (m, verdict) in messages.iter().zip(&delivered.events) {
         state
             .metrics
             .events_total
-            .with_label_values(&[provider, &m.routing_key, label])
+            .with_label_values(&[provider, &m.routing_key, verdict.label()])
             .inc();
     }
     result

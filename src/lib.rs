@@ -123,14 +123,14 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let (amqp_stop_tx, amqp_stop_rx) = shutdown::channel();
     let publisher = Publisher::start(config.amqp.clone(), metrics.clone(), amqp_stop_rx.clone());
     let spool_at_exit = spool.clone();
-    let strays = tokio::spawn(delivery::keep_strays(
+    let strays = tokio::spawn(delivery::strays::keep(
         Arc::clone(&publisher),
         spool.clone(),
         amqp_stop_rx.clone(),
     ));
     let drainer = spool
         .as_ref()
-        .map(|s| s.start_drainer(Arc::clone(&publisher), amqp_stop_rx));
+        .map(|s| delivery::drainer::start(Arc::clone(s), Arc::clone(&publisher), amqp_stop_rx));
     let delivery = Arc::new(Delivery::new(
         Arc::clone(&publisher),
         spool,

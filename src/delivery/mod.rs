@@ -1,6 +1,8 @@
-//! The acknowledgement rule in one place (SPEC §6): a request's messages are either all
-//! confirmed by the broker, or all fsync'd to the spool, or the provider gets a 503 with
-//! Retry-After. Nothing in between is ever answered 2xx.
+//! Delivery policy: the acknowledgement rule in one place (docs/contract.md §6) — a request's
+//! messages are either all confirmed by the broker, or all fsync'd to the spool, or the provider
+//! gets a 503 with Retry-After; nothing in between is ever answered 2xx — and the two background
+//! movers between broker and spool: the [`drainer`] (spool → broker) and the [`strays`] keeper
+//! (returned messages nobody could park → spool).
 //!
 //! Time budget: the broker gets until `deadline - spool_reserve`; whatever is not confirmed by
 //! then goes to the spool, which has the reserve to fsync. Every answer is due before `deadline`.
@@ -12,14 +14,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-use tracing::{debug, error, warn};
+use tracing::{debug, warn};
 
 use crate::dedup::Dedup;
 use crate::message::Message;
 use crate::metrics::Metrics;
+use crate::metrics::labels::{EventOutcome, FailureReason};
 use crate::publisher::{PublishError, Publisher};
 use crate::spool::{Spool, SpoolError};
+
+pub mod drainer;
+pub mod strays;
 
 /// What became of a request's messages; the HTTP layer maps it to a status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +38,24 @@ pub enum Outcome {
     Duplicate(usize),
     /// Nothing durable: the provider must retry.
     Unavailable { retry_after: Duration },
+}
+
+impl Outcome {
+    /// What became of a message of the request that was not a repeat.
+    fn fresh_event(self) -> EventOutcome {
+        match self {
+            Self::Accepted { .. } | Self::Duplicate(_) => EventOutcome::Published,
+            Self::Spooled { .. } => EventOutcome::Spooled,
+            Self::Unavailable { .. } => EventOutcome::Failed,
+        }
+    }
+}
+
+/// The request's outcome, and each message's (in the order given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub outcome: Outcome,
+    pub events: Vec<EventOutcome>,
 }
 
 /// Publishes a request's messages, falling back as the rule says.
@@ -91,14 +114,27 @@ impl Delivery {
         self.publisher.is_connected() || self.spool.as_ref().is_some_and(|s| s.accepting())
     }
 
-    /// Make `messages` durable before `deadline`, or say that it could not be done.
+    /// Make `messages` durable before `deadline`, or say that it could not be done; and what
+    /// became of each message.
     ///
-    /// Events already made durable within the dedup window are not published again; if the
+    /// Messages already made durable within the dedup window are not published again; if the
     /// whole request is such a repeat the answer is [`Outcome::Duplicate`].
-    ///
-    /// `duplicate[i]` says whether `messages[i]` was already made durable within the dedup window
-    /// (from [`Delivery::duplicates`]); those are not published again.
-    pub async fn deliver(
+    pub async fn deliver(&self, messages: &[Message], deadline: Instant) -> Delivered {
+        let duplicate = self.duplicates(messages);
+        let outcome = self.make_durable(messages, &duplicate, deadline).await;
+        let events = duplicate
+            .iter()
+            .map(|&dup| match outcome {
+                Outcome::Unavailable { .. } => EventOutcome::Failed,
+                _ if dup => EventOutcome::Duplicate,
+                _ => outcome.fresh_event(),
+            })
+            .collect();
+        Delivered { outcome, events }
+    }
+
+    /// The rule itself: publish the messages not in `duplicate`, else spool them, else refuse.
+    async fn make_durable(
         &self,
         messages: &[Message],
         duplicate: &[bool],
@@ -158,12 +194,12 @@ impl Delivery {
             }
             Ok(Err(e)) => {
                 let reason = match e {
-                    SpoolError::Full { .. } => "spool_full",
-                    _ => "spool_error",
+                    SpoolError::Full { .. } => FailureReason::SpoolFull,
+                    _ => FailureReason::SpoolError,
                 };
                 self.metrics
                     .publish_failures_total
-                    .with_label_values(&[reason])
+                    .with_label_values(&[reason.label()])
                     .inc();
                 warn!(error = %err, spool_error = %e, events = total, "publish failed and spool refused; answering 503");
                 Outcome::Unavailable {
@@ -173,7 +209,7 @@ impl Delivery {
             Err(_) => {
                 self.metrics
                     .publish_failures_total
-                    .with_label_values(&["spool_timeout"])
+                    .with_label_values(&[FailureReason::SpoolTimeout.label()])
                     .inc();
                 warn!(error = %err, events = total, "publish failed and spool too slow; answering 503");
                 Outcome::Unavailable {
@@ -184,7 +220,7 @@ impl Delivery {
     }
 
     /// For each message, whether its id was already made durable within the dedup window.
-    pub fn duplicates(&self, messages: &[Message]) -> Vec<bool> {
+    fn duplicates(&self, messages: &[Message]) -> Vec<bool> {
         match &self.dedup {
             Some(d) => messages.iter().map(|m| d.contains(&m.id)).collect(),
             None => vec![false; messages.len()],
@@ -194,47 +230,6 @@ impl Delivery {
     fn remember(&self, messages: &[Message]) {
         if let Some(d) = &self.dedup {
             d.insert(messages.iter().map(|m| m.id.as_str()));
-        }
-    }
-}
-
-/// Returned messages of other requests that could not be parked (see the `publisher` module
-/// docs): into the spool, whose drainer retries them until the unrouted queue takes them.
-/// Without a spool, or with one refusing for half a minute, they can only be reported. Runs
-/// until `stop`, then spools what is left once.
-pub async fn keep_strays(
-    publisher: Arc<Publisher>,
-    spool: Option<Arc<Spool>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    const ATTEMPTS: u32 = 30;
-    loop {
-        let (strays, stopping) = tokio::select! {
-            s = publisher.strays() => (s, false),
-            _ = stop.changed() => (publisher.take_strays(), true),
-        };
-        if !strays.is_empty() {
-            let Some(spool) = &spool else {
-                error!(
-                    events = strays.len(),
-                    "unroutable messages of answered requests could not be parked and the spool \
-                     is off: they are lost"
-                );
-                continue;
-            };
-            let mut attempt = 0;
-            while let Err(e) = spool.append(&strays).await {
-                attempt += 1;
-                if stopping || attempt >= ATTEMPTS {
-                    error!(error = %e, events = strays.len(), "unroutable messages of answered requests could not be spooled: they are lost");
-                    break;
-                }
-                warn!(error = %e, events = strays.len(), "cannot spool unroutable messages yet; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-        if stopping {
-            break;
         }
     }
 }

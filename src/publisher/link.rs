@@ -1,0 +1,257 @@
+//! The link to the broker: one connection with its confirm channels, and the manager task that
+//! connects over the URLs in order, watches the link (closed socket, missing heartbeat, stale
+//! confirms, `connection.blocked`) and reconnects with backoff.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{Stream, StreamExt};
+use lapin::options::ConfirmSelectOptions;
+use lapin::types::ShortString;
+use lapin::{Channel, Connection, ConnectionProperties, Event};
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+use super::topology;
+use super::{Publisher, backoff};
+use crate::secret::redact_url;
+
+/// Heartbeat asked for when a URL does not set one, in seconds.
+pub const DEFAULT_HEARTBEAT_SECS: u16 = 5;
+
+/// A publish timeout with no confirm at all for this long means the link is dead.
+pub const STALE_AFTER: Duration = Duration::from_secs(2);
+
+/// Only publishes that waited at least this long count as evidence of a dead link.
+const MIN_WAIT_FOR_STALE: Duration = Duration::from_millis(500);
+
+/// `url` with `heartbeat=` added when it has none.
+pub fn with_heartbeat(url: &str) -> String {
+    if url.contains("heartbeat=") {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}heartbeat={DEFAULT_HEARTBEAT_SECS}")
+}
+
+/// A live connection and its confirm channels.
+pub(super) struct Link {
+    pub(super) conn: Connection,
+    pub(super) channels: Vec<Channel>,
+    pub(super) next: AtomicUsize,
+    /// Start of a publish that waited at least [`MIN_WAIT_FOR_STALE`] and timed out, with no
+    /// confirm on this link since.
+    pub(super) timed_out: Mutex<Option<Instant>>,
+    /// Between the broker's `connection.blocked` and `connection.unblocked`.
+    pub(super) blocked: AtomicBool,
+    /// Wakes publishes waiting for confirms when the connection gets blocked.
+    pub(super) on_block: Notify,
+}
+
+/// The connection's events (`connection.blocked` / `unblocked`), watched by the manager.
+type Events = Pin<Box<dyn Stream<Item = Event> + Send>>;
+
+impl Link {
+    pub(super) fn healthy(&self) -> bool {
+        self.conn.status().connected() && self.channels.iter().all(|c| c.status().connected())
+    }
+
+    pub(super) fn channel(&self) -> &Channel {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
+        &self.channels[i]
+    }
+
+    pub(super) fn confirmed(&self) {
+        *self.timed_out.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub(super) fn publish_timed_out(&self, started: Instant) {
+        if started.elapsed() < MIN_WAIT_FOR_STALE {
+            // It had no real chance (the request used up its time before publishing).
+            return;
+        }
+        let mut t = self.timed_out.lock().unwrap_or_else(|p| p.into_inner());
+        if t.is_none() {
+            *t = Some(started);
+        }
+    }
+
+    pub(super) fn is_blocked(&self) -> bool {
+        self.blocked.load(Ordering::Relaxed)
+    }
+
+    /// Record a `connection.blocked` (true) or `unblocked` (false); true if that changed
+    /// anything. Timeouts from before an unblock are forgotten: they were the alarm's doing.
+    pub(super) fn set_blocked(&self, blocked: bool) -> bool {
+        let was = self.blocked.swap(blocked, Ordering::Relaxed);
+        if blocked {
+            self.on_block.notify_waiters();
+        } else {
+            self.confirmed();
+        }
+        was != blocked
+    }
+
+    /// A publish timed out and nothing has been confirmed for [`STALE_AFTER`] since it began.
+    /// Never while the broker blocks the connection: that silence is the alarm, not a dead
+    /// link, and a new connection would be blocked the same way.
+    pub(super) fn stale(&self) -> bool {
+        !self.is_blocked()
+            && self
+                .timed_out
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|s| s.elapsed() >= STALE_AFTER)
+    }
+}
+
+impl Publisher {
+    /// Connection manager: connect, watch, reconnect. Exits on shutdown, closing the connection.
+    pub(super) async fn manage(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut attempt: u32 = 0;
+        let mut ever_connected = false;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            match self.connect_any().await {
+                Some((link, mut events)) => {
+                    attempt = 0;
+                    if ever_connected {
+                        self.metrics.amqp_reconnects_total.inc();
+                    }
+                    ever_connected = true;
+                    let link = Arc::new(link);
+                    self.link.send_replace(Some(Arc::clone(&link)));
+                    self.metrics.amqp_connected.set(1);
+                    // Watch the link until it breaks or we are told to stop.
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.changed() => break,
+                            _ = self.kick.notified() => {},
+                            Some(event) = events.next() => self.on_event(&link, event),
+                            _ = tokio::time::sleep(Duration::from_millis(250)) => {},
+                        }
+                        if !link.healthy() || *shutdown.borrow() {
+                            break;
+                        }
+                        if link.stale() {
+                            warn!("no publisher confirm for too long; dropping the connection");
+                            break;
+                        }
+                    }
+                    self.link.send_replace(None);
+                    self.metrics.amqp_connected.set(0);
+                    self.metrics.amqp_blocked.set(0);
+                    if *shutdown.borrow() {
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            link.conn.close(200, ShortString::from("shutdown")),
+                        )
+                        .await;
+                        break;
+                    }
+                    warn!("broker connection lost; reconnecting");
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        link.conn.close(320, ShortString::from("reconnect")),
+                    )
+                    .await;
+                }
+                None => {
+                    attempt = attempt.saturating_add(1);
+                    let delay = backoff(attempt, self.cfg.reconnect_backoff_max);
+                    tokio::select! {
+                        _ = shutdown.changed() => {},
+                        _ = tokio::time::sleep(delay) => {},
+                    }
+                }
+            }
+        }
+        self.metrics.amqp_connected.set(0);
+        self.stopped.send_replace(true);
+    }
+
+    /// `connection.blocked` / `unblocked` from the broker; other events are the manager's
+    /// usual business (a closed connection shows as an unhealthy link).
+    fn on_event(&self, link: &Link, event: Event) {
+        let (blocked, reason) = match event {
+            Event::ConnectionBlocked(reason) => (true, reason),
+            Event::ConnectionUnblocked => (false, String::new()),
+            _ => return,
+        };
+        if !link.set_blocked(blocked) {
+            return;
+        }
+        self.metrics.amqp_blocked.set(i64::from(blocked));
+        if blocked {
+            warn!(%reason, "broker blocks publishing (resource alarm); spooling until it unblocks");
+        } else {
+            info!("broker unblocked publishing");
+        }
+    }
+
+    /// Try every URL in order; the first that connects and declares its topology wins.
+    async fn connect_any(&self) -> Option<(Link, Events)> {
+        for url in &self.cfg.urls {
+            let shown = redact_url(url.expose());
+            match tokio::time::timeout(self.cfg.connect_timeout, self.connect(url.expose())).await {
+                Ok(Ok(connected)) => {
+                    info!(url = %shown, channels = connected.0.channels.len(), "connected to broker");
+                    return Some(connected);
+                }
+                Ok(Err(e)) => warn!(url = %shown, error = %e, "broker connection failed"),
+                Err(_) => warn!(url = %shown, "broker connection timed out"),
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, url: &str) -> Result<(Link, Events), lapin::Error> {
+        let props = ConnectionProperties::default().with_connection_name("webhook-bridge".into());
+        let conn = Connection::connect(&with_heartbeat(url), props).await?;
+        // Listen before the first publish: lapin only queues events once someone listens.
+        let events: Events = Box::pin(conn.events_listener());
+        let channels = match self.open_channels(&conn).await {
+            Ok(channels) => channels,
+            Err(e) => {
+                let _ = conn.close(200, ShortString::from("setup failed")).await;
+                return Err(e);
+            }
+        };
+        let link = Link {
+            conn,
+            channels,
+            next: AtomicUsize::new(0),
+            timed_out: Mutex::new(None),
+            blocked: AtomicBool::new(false),
+            on_block: Notify::new(),
+        };
+        Ok((link, events))
+    }
+}
+
+impl Publisher {
+    /// Declare the topology, or with `declare_topology = false` check that the exchange exists
+    /// (passively: an operator's exchange may carry arguments a declaration would contradict),
+    /// then open the confirm channels. A missing exchange fails the connect, with the broker's
+    /// `NOT_FOUND` in the log, instead of every publish later.
+    async fn open_channels(&self, conn: &Connection) -> Result<Vec<Channel>, lapin::Error> {
+        let ch = conn.create_channel().await?;
+        if self.cfg.declare_topology {
+            topology::declare_topology(&ch, &self.cfg).await?;
+        } else {
+            topology::check_exchange(&ch, &self.cfg).await?;
+        }
+        let _ = ch.close(200, ShortString::from("topology checked")).await;
+        let mut channels = Vec::with_capacity(self.cfg.channels);
+        for _ in 0..self.cfg.channels {
+            let ch = conn.create_channel().await?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            channels.push(ch);
+        }
+        Ok(channels)
+    }
+}
