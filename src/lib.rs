@@ -23,7 +23,6 @@ pub mod spool;
 // Policy: the acknowledgement rule, the drainer, the stray keeper.
 pub mod delivery;
 // The edges: HTTP listeners, and `send`.
-pub mod connection;
 pub mod http;
 pub mod send;
 // Wiring.

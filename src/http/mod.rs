@@ -1,0 +1,51 @@
+//! The HTTP edge: the provider listener ([`listener`]) with its limits and the request path
+//! ([`request`], top to bottom, answered through [`answer`] — the one place that maps outcomes to
+//! status codes), the deadline guard ([`guard`]), routing ([`router`]), connection
+//! classification ([`connection`]) and the admin listener ([`admin`]).
+//!
+//! **Architecture invariant:** this module never talks to lapin or the spool; it hands messages
+//! to [`Delivery`] and maps what became of them to an answer.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::delivery::Delivery;
+use crate::metrics::Metrics;
+
+mod admin;
+pub mod answer;
+pub mod connection;
+mod guard;
+mod listener;
+mod request;
+mod router;
+
+pub use self::admin::serve_admin;
+pub use self::guard::{GuardError, guarded};
+pub use self::listener::serve_providers;
+pub use self::request::handle;
+pub use self::router::{Route, Router};
+
+/// Shared by every connection of the provider and admin listeners.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub router: Router,
+    pub delivery: Arc<Delivery>,
+    pub metrics: Metrics,
+    /// Bounds requests processed at once; beyond it the answer is an immediate 503.
+    in_flight: Arc<Semaphore>,
+}
+
+impl AppState {
+    pub fn new(config: Arc<Config>, delivery: Arc<Delivery>, metrics: Metrics) -> Self {
+        Self {
+            router: Router::new(&config.endpoints),
+            in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
+            config,
+            delivery,
+            metrics,
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! One provider request, top to bottom: route → method → IP → declared length → read the body
+//! (bounded in size and time) → authenticate → parse → encode → deliver → answer. Each step is a
+//! function returning `Result<_, Refusal>`; [`super::answer`] maps the result to a status code.
+//!
+//! **Architecture invariant:** nothing here talks to lapin or the spool; messages go to
+//! [`crate::delivery::Delivery`], which answers with what became of them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use tracing::{debug, error, info, warn};
+
+use super::AppState;
+use super::answer::{Answer, Refusal, Resp};
+use super::guard::{GuardError, guard_margin, guarded};
+use super::router::Route;
+use crate::auth::{self, Credentials};
+use crate::config::{Config, EndpointConfig};
+use crate::envelope;
+use crate::message::Message;
+use crate::metrics::labels::EventOutcome;
+use crate::providers::{Event, Inbound, ParseError, Parsed};
+
+/// Serve one provider request. Never answers 2xx before the events are durable; always answers
+/// before `ack_deadline`, whatever happens inside (see [`guarded`]).
+///
+/// Deadline precedence, all measured from the moment the request head was parsed:
+/// 1. the body must arrive within `body_read_timeout`, capped at the work deadline → 408;
+/// 2. the work deadline (`ack_deadline` − 2 × margin) is what delivery gets: confirms not back by
+///    then → spool or 503;
+/// 3. the safety net (`ack_deadline` − margin) answers 503 + `Retry-After` if anything is still
+///    running, and aborts it.
+pub async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+    let started = Instant::now();
+    let margin = guard_margin(state.config.ack_deadline);
+    let answer_by = started + state.config.ack_deadline - margin;
+    let work_until = answer_by - margin;
+    let rid = request_id(req.headers());
+    let trace = Trace::new();
+    // Routed before the in-flight check, so a refused request is still counted on its endpoint.
+    let route = state.router.route(req.uri().path());
+    if let Some(route) = &route {
+        trace.endpoint.store(route.endpoint, Ordering::Relaxed);
+    }
+    let gauge = InFlightGauge::enter(&state.metrics.in_flight_requests);
+    let answer = match state.in_flight.try_acquire() {
+        Ok(_permit) => {
+            // Boxed: the request future is a few KiB; moved by pointer, not copied into each
+            // wrapper (guard, timeout, task).
+            let work = Box::pin(process(&state, peer, req, route, work_until, &trace));
+            match guarded(answer_by, work).await {
+                Ok(answer) => answer,
+                Err(GuardError::Panicked) => {
+                    error!(request_id = %rid, "request handler panicked; answering 500");
+                    Refusal::Panicked.into()
+                }
+                Err(GuardError::Overran) => {
+                    warn!(request_id = %rid, "request still running at the ack deadline; answering 503");
+                    Refusal::Overran.into()
+                }
+            }
+        }
+        Err(_) => Refusal::Overloaded.into(),
+    };
+    drop(gauge);
+    finish(&state, &rid, &trace, answer, started)
+}
+
+async fn process(
+    state: &AppState,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    route: Option<Route>,
+    deadline: Instant,
+    trace: &Trace,
+) -> Answer {
+    match steps(state, peer, req, route, deadline, trace).await {
+        Ok(answer) => answer,
+        Err(refusal) => refusal.into(),
+    }
+}
+
+async fn steps(
+    state: &AppState,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    route: Option<Route>,
+    deadline: Instant,
+    trace: &Trace,
+) -> Result<Answer, Refusal> {
+    let config = &state.config;
+    let route = route.ok_or(Refusal::NotFound)?;
+    let endpoint = config
+        .endpoints
+        .get(route.endpoint)
+        .ok_or(Refusal::NotFound)?;
+    if req.method() != Method::POST {
+        return Err(Refusal::MethodNotAllowed);
+    }
+    check_ip(endpoint, peer, req.headers())?;
+    check_declared_length(req.headers(), config.max_body)?;
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, config, deadline).await?;
+    authenticate(
+        endpoint,
+        &parts.headers,
+        route.token(parts.uri.path()),
+        &body,
+    )?;
+    let received = chrono::Utc::now();
+    let events = match parse(endpoint, &parts.headers, &body)? {
+        Parsed::Events(events) => events,
+        Parsed::Reply(reply) => return Ok(Answer::Handshake(reply)),
+    };
+    trace.events.store(events.len(), Ordering::Relaxed);
+    let provider = endpoint.provider_name();
+    state
+        .metrics
+        .batch_size
+        .with_label_values(&[provider])
+        .observe(events.len() as f64);
+    let messages = encode(endpoint, &events, received)?;
+    // Only the encoded messages live on while the broker confirms: the body, the parsed events
+    // and the request head are freed now rather than held across the wait.
+    drop(events);
+    drop(body);
+    drop(parts);
+    let delivered = state.delivery.deliver(&messages, deadline).await;
+    count_events(state, provider, &messages, &delivered.events);
+    Ok(delivered.outcome.into())
+}
+
+fn check_ip(
+    endpoint: &EndpointConfig,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<(), Refusal> {
+    auth::check_ip(
+        &endpoint.allow_ips,
+        &endpoint.trusted_proxies,
+        peer,
+        headers,
+    )
+    .map_err(|e| {
+        debug!(endpoint = %endpoint.name, reason = e.reason(), "request refused");
+        Refusal::Forbidden
+    })
+}
+
+/// A declared length over the limit is refused before a byte of the body is read.
+fn check_declared_length(headers: &HeaderMap, max_body: usize) -> Result<(), Refusal> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body as u64) {
+        return Err(Refusal::TooLarge);
+    }
+    Ok(())
+}
+
+/// The whole body, at most `max_body` bytes, within `body_read_timeout` (and the deadline).
+async fn read_body(body: Incoming, config: &Config, deadline: Instant) -> Result<Bytes, Refusal> {
+    let read_until = (Instant::now() + config.limits.body_read_timeout).min(deadline);
+    let read = Limited::new(body, config.max_body).collect();
+    match tokio::time::timeout_at(read_until.into(), read).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Refusal::TooLarge),
+        Ok(Err(_)) => Err(Refusal::BodyUnreadable),
+        Err(_) => Err(Refusal::BodyTimeout),
+    }
+}
+
+fn authenticate(
+    endpoint: &EndpointConfig,
+    headers: &HeaderMap,
+    path_token: Option<&str>,
+    body: &[u8],
+) -> Result<(), Refusal> {
+    let creds = Credentials {
+        headers,
+        path_token,
+        body,
+        now: SystemTime::now(),
+    };
+    auth::verify(&endpoint.auth, &endpoint.secrets, &creds).map_err(|e| {
+        debug!(endpoint = %endpoint.name, reason = e.reason(), "authentication failed");
+        Refusal::Unauthorized
+    })
+}
+
+fn parse(endpoint: &EndpointConfig, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Refusal> {
+    let inbound = Inbound {
+        options: &endpoint.options,
+        headers,
+        body,
+    };
+    endpoint.provider.parse(&inbound).map_err(|e| match e {
+        ParseError::HandshakeRefused => Refusal::Unauthorized,
+        ParseError::NotJson(_) => Refusal::NotJson,
+        ParseError::TooManyEvents(_) => Refusal::TooManyEvents,
+    })
+}
+
+fn encode(
+    endpoint: &EndpointConfig,
+    events: &[Event],
+    received: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Message>, Refusal> {
+    events
+        .iter()
+        .map(|event| {
+            envelope::encode(endpoint, event, received).map_err(|e| {
+                warn!(endpoint = %endpoint.name, error = %e, "event could not be encoded");
+                Refusal::Unencodable
+            })
+        })
+        .collect()
+}
+
+fn count_events(state: &AppState, provider: &str, messages: &[Message], verdicts: &[EventOutcome]) {
+    for (m, verdict) in messages.iter().zip(verdicts) {
+        state
+            .metrics
+            .events_total
+            .with_label_values(&[provider, &m.routing_key, verdict.label()])
+            .inc();
+    }
+}
+
+/// Count, time and log a finished request: the one log line per request. It carries no path,
+/// query, header, body or client address (see README, "Logs").
+pub(super) fn finish(
+    state: &AppState,
+    rid: &str,
+    trace: &Trace,
+    answer: Answer,
+    started: Instant,
+) -> Resp {
+    let outcome = answer.outcome();
+    let mut resp = answer.into_response();
+    if let Ok(v) = HeaderValue::from_str(rid) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    let elapsed = started.elapsed();
+    let routed = trace.endpoint();
+    let (endpoint, provider) = match routed.and_then(|i| state.config.endpoints.get(i)) {
+        Some(ep) => (ep.name.as_str(), ep.provider_name()),
+        None => ("none", "none"),
+    };
+    state
+        .metrics
+        .requests_total
+        .with_label_values(&[endpoint, provider, outcome.label()])
+        .inc();
+    if routed.is_some() {
+        state
+            .metrics
+            .request_duration_seconds
+            .with_label_values(&[endpoint, provider])
+            .observe(elapsed.as_secs_f64());
+    }
+    info!(
+        request_id = %rid,
+        endpoint,
+        provider,
+        outcome = outcome.label(),
+        status = resp.status().as_u16(),
+        events = trace.events.load(Ordering::Relaxed),
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+    resp
+}
+
+/// A request id: the caller's `X-Request-Id` when it is short and printable, else a fresh one.
+pub(super) fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)))
+}
+
+/// Per-request facts gathered on the way, logged once at the end. Shared with the handler task
+/// so that they survive a panic or an overrun of the deadline.
+pub(super) struct Trace {
+    /// Index of the routed endpoint, `usize::MAX` until routed.
+    endpoint: AtomicUsize,
+    events: AtomicUsize,
+}
+
+impl Trace {
+    pub(super) fn new() -> Self {
+        Self {
+            endpoint: AtomicUsize::new(usize::MAX),
+            events: AtomicUsize::new(0),
+        }
+    }
+
+    fn endpoint(&self) -> Option<usize> {
+        Some(self.endpoint.load(Ordering::Relaxed)).filter(|&i| i != usize::MAX)
+    }
+}
+
+/// Keeps `in_flight_requests` right even if a request future is dropped half-way.
+struct InFlightGauge(prometheus::IntGauge);
+
+impl InFlightGauge {
+    fn enter(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlightGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
