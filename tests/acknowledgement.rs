@@ -1,4 +1,4 @@
-//! SPEC §6, row by row: what each situation is answered, and that nothing unauthenticated or
+//! docs/contract.md §6.1, row by row: what each situation is answered, and that nothing unauthenticated or
 //! malformed is ever published.
 
 mod common;

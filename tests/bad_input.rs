@@ -1,4 +1,4 @@
-//! The bad-input matrix: every refusal row of SPEC §6 (bad auth, IP, method, path, size, not
+//! The bad-input matrix: every refusal row of docs/contract.md §6.1 (bad auth, IP, method, path, size, not
 //! JSON, too slow) for every provider, plus the nasty variants — duplicate credential headers,
 //! a valid signature over a tampered body, truncated and deeply nested JSON, invalid UTF-8,
 //! odd content types, huge isendu batches. Each case checks the status, and a consumer bound to
@@ -15,59 +15,52 @@ use common::*;
 use http::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use webhook_bridge::auth::AuthConfig;
 use webhook_bridge::providers::MAX_EVENTS_PER_REQUEST;
 
 const QUIET: Duration = Duration::from_millis(500);
 const MAX_BODY: usize = 256 * 1024;
 
 /// One provider endpoint of the standard harness config.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Provider {
     kind: &'static str,
     path: &'static str,
     secret: &'static str,
     sample: &'static [u8],
     /// Header carrying the credential; `None` for path-token endpoints.
-    auth_header: Option<&'static str>,
+    auth_header: Option<String>,
 }
 
-const PROVIDERS: &[Provider] = &[
-    Provider {
-        kind: "modexpress",
-        path: "/webhooks/modexpress",
-        secret: MODEXPRESS_SECRET,
-        sample: webhook_bridge::providers::modexpress::IN_PROGRESS,
-        auth_header: Some("authorization"),
-    },
-    Provider {
-        kind: "wegocod",
-        path: "/webhooks/wegocod",
-        secret: WEGOCOD_SECRET,
-        sample: webhook_bridge::providers::wegocod::DELIVERED,
-        auth_header: Some("x-webhook-signature"),
-    },
-    Provider {
-        kind: "peddler",
-        path: "/webhooks/peddler",
-        secret: PEDDLER_SECRET,
-        sample: webhook_bridge::providers::peddler::CONFIRMED,
-        auth_header: Some("x-webhook-shared-token"),
-    },
-    Provider {
-        kind: "isendu",
-        path: "/webhooks/isendu",
-        secret: ISENDU_TOKEN,
-        sample: webhook_bridge::providers::isendu::BATCH,
-        auth_header: None,
-    },
-    Provider {
-        kind: "mailship",
-        path: "/webhooks/mailship",
-        secret: MAILSHIP_TOKEN,
-        sample: webhook_bridge::providers::mailship::EXPEDITION_STATUS,
-        auth_header: None,
-    },
-];
+/// The standard endpoints (`fixtures/endpoints.rs`), each with its provider's first sample that
+/// publishes events, and the header its default scheme reads.
+fn providers() -> Vec<Provider> {
+    fixtures::FIXTURES
+        .iter()
+        .map(|f| {
+            let provider = webhook_bridge::providers::find(f.provider).expect("known provider");
+            let sample = provider
+                .samples
+                .iter()
+                .find(|s| s.name != "handshake")
+                .expect("a sample with events")
+                .body;
+            let auth_header = match (provider.default_auth)().expect("a default scheme") {
+                AuthConfig::Bearer | AuthConfig::Basic { .. } => Some("authorization".into()),
+                AuthConfig::Header { header } | AuthConfig::Hmac { header, .. } => Some(header),
+                AuthConfig::PathToken => None,
+                AuthConfig::StandardWebhooks { .. } => Some("webhook-signature".into()),
+            };
+            Provider {
+                kind: f.provider,
+                path: f.path,
+                secret: f.secret,
+                sample,
+                auth_header,
+            }
+        })
+        .collect()
+}
 
 impl Provider {
     fn name(&self) -> &'static str {
@@ -170,7 +163,7 @@ fn cases_for(p: &Provider) -> Vec<Case> {
     let mut cases = Vec::new();
 
     // Bad authentication: 401, generic.
-    match p.auth_header {
+    match p.auth_header.as_deref() {
         Some(header) => {
             let without: Vec<_> = good
                 .iter()
@@ -473,7 +466,7 @@ async fn every_bad_input_for_every_provider_is_refused_and_nothing_published() {
     let mut q = bridge.consumer("#").await;
     let mut failures = Vec::new();
     let mut total = 0;
-    for p in PROVIDERS {
+    for p in &providers() {
         for c in cases_for(p) {
             total += 1;
             let started = Instant::now();
@@ -513,12 +506,10 @@ async fn every_bad_input_for_every_provider_is_refused_and_nothing_published() {
         failures.join("\n")
     );
     // The process survived all of it and still works.
-    let (path, headers) = PROVIDERS[2].signed(PROVIDERS[2].sample);
+    let peddler = providers().swap_remove(2);
+    let (path, headers) = peddler.signed(peddler.sample);
     assert_eq!(
-        bridge
-            .post(&path, &headers, PROVIDERS[2].sample)
-            .await
-            .status(),
+        bridge.post(&path, &headers, peddler.sample).await.status(),
         200
     );
     assert!(q.next(Duration::from_secs(5)).await.is_some());
@@ -531,7 +522,7 @@ async fn any_content_type_is_accepted_when_the_body_is_valid() {
     broker_available().await;
     let bridge = Bridge::start().await;
     let mut q = bridge.consumer("#").await;
-    for p in PROVIDERS {
+    for p in &providers() {
         let (path, mut headers) = p.signed(p.sample);
         headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-type"));
         headers.push(("content-type".into(), "text/plain; charset=utf-8".into()));
@@ -552,7 +543,7 @@ async fn any_content_type_is_accepted_when_the_body_is_valid() {
         .enumerate()
     {
         let body = text.replace("ORD-000129", &format!("ORD-CT-{i}"));
-        let (path, mut headers) = PROVIDERS[1].signed(body.as_bytes());
+        let (path, mut headers) = providers().swap_remove(1).signed(body.as_bytes());
         headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-type"));
         if let Some(ct) = ct {
             headers.push(("content-type".into(), ct.into()));
@@ -576,7 +567,7 @@ async fn slow_bodies_are_cut_off_for_every_provider() {
     .await;
     let mut q = bridge.consumer("#").await;
     let mut tasks = Vec::new();
-    for p in PROVIDERS {
+    for p in &providers() {
         let (path, headers) = p.signed(p.sample);
         let mut head = format!(
             "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {}\r\n",
@@ -678,7 +669,7 @@ async fn oversized_or_too_many_headers_are_refused_and_nothing_published() {
     broker_available().await;
     let bridge = Bridge::start().await;
     let mut q = bridge.consumer("#").await;
-    let p = PROVIDERS[2];
+    let p = providers().swap_remove(2);
     let (path, headers) = p.signed(p.sample);
     let mut huge = headers.clone();
     huge.push(("x-padding".into(), "a".repeat(100 * 1024)));

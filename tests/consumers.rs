@@ -263,14 +263,8 @@ fn bound(routing_key: &str) -> bool {
 
 /// Post a bundled sample to the standard endpoint of its provider; the events it was accepted as.
 async fn post_sample(bridge: &Bridge, provider: &str, body: &[u8]) -> u64 {
-    let (path, secret) = match provider {
-        "modexpress" => ("/webhooks/modexpress", MODEXPRESS_SECRET),
-        "wegocod" => ("/webhooks/wegocod", WEGOCOD_SECRET),
-        "peddler" => ("/webhooks/peddler", PEDDLER_SECRET),
-        "isendu" => ("/webhooks/isendu", ISENDU_TOKEN),
-        "mailship" => ("/webhooks/mailship", MAILSHIP_TOKEN),
-        other => panic!("no standard endpoint for {other}"),
-    };
+    let fixture = common::fixtures::Fixture::of(provider).expect("a standard endpoint");
+    let (path, secret) = (fixture.path, fixture.secret);
     let resp = bridge.post_signed(provider, path, secret, body).await;
     assert_eq!(resp.status(), 200);
     let answer: Value = resp.json().await.expect("answer");

@@ -305,7 +305,7 @@ async fn every_metric_named_in_deploy_files_is_exported_by_the_binary() {
         "deploy files name metrics the binary does not export:\n  {}",
         problems.join("\n  ")
     );
-    // The rules and dashboard cover every family the SPEC lists; a file set that names only a
+    // The rules and dashboard cover every family docs/contract.md §7.2 lists; a file set that names only a
     // couple of metrics would pass the check above vacuously.
     for family in [
         "requests_total",

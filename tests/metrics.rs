@@ -1,4 +1,4 @@
-//! SPEC §7 metrics, scraped from /metrics after known traffic: names, label sets and exact counts.
+//! docs/contract.md §7.2 metrics, scraped from /metrics after known traffic: names, label sets and exact counts.
 
 mod common;
 

@@ -1,4 +1,5 @@
-//! Shared by the fuzz targets: one configuration with an endpoint of every provider and variant,
+//! Shared by the fuzz targets: one configuration with the standard endpoint of every provider
+//! (`fixtures/endpoints.rs`) and more variants of some,
 //! a way to cut fuzz input into headers and a body, and the invariants every parse must keep.
 
 use std::sync::OnceLock;
@@ -8,36 +9,19 @@ use webhook_bridge::config::{Config, EndpointConfig};
 use webhook_bridge::envelope;
 use webhook_bridge::providers::{self, Inbound, ParseError, Parsed};
 
-const CONFIG: &str = r#"
+/// The standard endpoints, one per provider (shared with the tests and the benchmark).
+#[allow(dead_code)]
+mod fixtures {
+    include!("../../fixtures/endpoints.rs");
+}
+
+const BROKER: &str = r#"
 [amqp]
 urls = ["amqp://guest:guest@127.0.0.1:5672/%2f"]
+"#;
 
-[[endpoint]]
-name = "modexpress"
-provider = "modexpress"
-path = "/m"
-secret = "fuzz-secret"
-
-[[endpoint]]
-name = "wegocod"
-provider = "wegocod"
-path = "/w"
-secret = "fuzz-secret"
-
-[[endpoint]]
-name = "peddler"
-provider = "peddler"
-path = "/p"
-secret = "fuzz-secret"
-
-[[endpoint]]
-name = "isendu"
-provider = "isendu"
-path = "/i"
-secret = "fuzz-token"
-key_id = "fuzz-key"
-api_secret = "fuzz-api-secret"
-
+/// Variants of some providers beyond their standard endpoint.
+const VARIANTS: &str = r#"
 [[endpoint]]
 name = "isendu-open"
 provider = "isendu"
@@ -142,7 +126,13 @@ split_pointer = "/0/items"
 /// The fuzzing configuration, built once.
 pub fn config() -> &'static Config {
     static CONFIG_CELL: OnceLock<Config> = OnceLock::new();
-    CONFIG_CELL.get_or_init(|| Config::from_toml(CONFIG).expect("fuzz config is valid"))
+    CONFIG_CELL.get_or_init(|| {
+        let text = format!(
+            "{BROKER}{}{VARIANTS}",
+            fixtures::standard_endpoints_toml()
+        );
+        Config::from_toml(&text).expect("fuzz config is valid")
+    })
 }
 
 /// Endpoints whose name starts with `prefix`.
@@ -213,7 +203,8 @@ pub fn check(endpoint: &EndpointConfig, headers: &HeaderMap, body: &[u8]) {
         }
         Ok(Parsed::Reply(reply)) => {
             let v: serde_json::Value = serde_json::from_slice(&reply).expect("reply is JSON");
-            assert_eq!(v["response"].as_str(), Some("fuzz-api-secret"));
+            let configured = endpoint.options.api_secret.as_ref().map(|s| s.expose());
+            assert_eq!(v["response"].as_str(), configured);
         }
         Err(ParseError::NotJson(_)) => assert!(!is_json, "valid JSON refused as not JSON"),
         Err(ParseError::HandshakeRefused) => {
@@ -221,6 +212,28 @@ pub fn check(endpoint: &EndpointConfig, headers: &HeaderMap, body: &[u8]) {
         }
         Err(ParseError::TooManyEvents(n)) => {
             assert!(n > providers::MAX_EVENTS_PER_REQUEST)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_holds_every_provider_and_its_samples_pass_the_checks() {
+        for provider in providers::ALL {
+            let eps: Vec<_> = config()
+                .endpoints
+                .iter()
+                .filter(|e| e.provider == *provider)
+                .collect();
+            assert!(!eps.is_empty(), "no fuzz endpoint for {}", provider.name);
+            for ep in eps {
+                for sample in provider.samples {
+                    check(ep, &HeaderMap::new(), sample.body);
+                }
+            }
         }
     }
 }

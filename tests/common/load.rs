@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use lapin::options::ExchangeDeclareOptions;
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use lapin::types::ShortString;
+use lapin::{Connection, ConnectionProperties};
 
 use super::{AMQP_URL, Bridge, Consumer, WEGOCOD_SECRET};
 
@@ -176,39 +175,25 @@ pub async fn collect_into(
     messages
 }
 
-/// Declare `exchange` as the bridge would (durable topic with its alternate exchange), so a
-/// test can bind its consumer before the bridge has ever reached the broker.
+/// Declare `exchange` as the bridge does (its own topology code: durable topic exchange, its
+/// alternate exchange and the unrouted queue), so a test can bind its consumer before the bridge
+/// has ever reached the broker.
 pub async fn declare_exchange(exchange: &str) {
     let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
         .await
         .expect("connect");
     let ch = conn.create_channel().await.expect("channel");
-    let ae = format!("{exchange}.unrouted");
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
+    let cfg = webhook_bridge::config::AmqpConfig {
+        urls: vec![webhook_bridge::secret::Secret::new(AMQP_URL)],
+        exchange: exchange.to_string(),
+        declare_topology: true,
+        channels: 1,
+        connect_timeout: Duration::from_secs(3),
+        reconnect_backoff_max: Duration::from_secs(1),
     };
-    ch.exchange_declare(
-        ShortString::from(ae.as_str()),
-        ExchangeKind::Fanout,
-        durable,
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare alternate exchange");
-    let mut args = FieldTable::default();
-    args.insert(
-        ShortString::from("alternate-exchange"),
-        AMQPValue::LongString(ae.as_str().into()),
-    );
-    ch.exchange_declare(
-        ShortString::from(exchange),
-        ExchangeKind::Topic,
-        durable,
-        args,
-    )
-    .await
-    .expect("declare exchange");
+    webhook_bridge::publisher::declare_topology(&ch, &cfg)
+        .await
+        .expect("declare the bridge's topology");
     let _ = conn.close(200, ShortString::from("bye")).await;
 }
 

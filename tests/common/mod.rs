@@ -24,51 +24,25 @@ use webhook_bridge::secret::Secret;
 
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-pub const MODEXPRESS_SECRET: &str = "test-modexpress-token";
-pub const WEGOCOD_SECRET: &str = "test-wegocod-secret";
-pub const PEDDLER_SECRET: &str = "test-peddler-token";
-pub const ISENDU_TOKEN: &str = "test-isendu-path-token";
-pub const ISENDU_API_SECRET: &str = "test-isendu-api-secret";
-pub const ISENDU_KEY_ID: &str = "test-key-id";
-pub const MAILSHIP_TOKEN: &str = "test-mailship-path-token";
+/// The standard endpoints shared with `fuzz/` and `bench/` (one row per provider).
+pub mod fixtures {
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/endpoints.rs"
+    ));
+}
+
+pub const MODEXPRESS_SECRET: &str = fixtures::MODEXPRESS.secret;
+pub const WEGOCOD_SECRET: &str = fixtures::WEGOCOD.secret;
+pub const PEDDLER_SECRET: &str = fixtures::PEDDLER.secret;
+pub const ISENDU_TOKEN: &str = fixtures::ISENDU.secret;
+pub const ISENDU_KEY_ID: &str = fixtures::ISENDU.extra[0].1;
+pub const ISENDU_API_SECRET: &str = fixtures::ISENDU.extra[1].1;
+pub const MAILSHIP_TOKEN: &str = fixtures::MAILSHIP.secret;
 
 /// The standard endpoints, one per provider, with the fake test secrets above.
 pub fn standard_endpoints() -> String {
-    format!(
-        r#"
-[[endpoint]]
-name = "modexpress-main"
-provider = "modexpress"
-path = "/webhooks/modexpress"
-secret = "{MODEXPRESS_SECRET}"
-
-[[endpoint]]
-name = "wegocod-ma"
-provider = "wegocod"
-path = "/webhooks/wegocod"
-secret = "{WEGOCOD_SECRET}"
-
-[[endpoint]]
-name = "peddler-nl"
-provider = "peddler"
-path = "/webhooks/peddler"
-secret = "{PEDDLER_SECRET}"
-
-[[endpoint]]
-name = "isendu-it"
-provider = "isendu"
-path = "/webhooks/isendu"
-secret = "{ISENDU_TOKEN}"
-key_id = "{ISENDU_KEY_ID}"
-api_secret = "{ISENDU_API_SECRET}"
-
-[[endpoint]]
-name = "mailship-cz"
-provider = "mailship"
-path = "/webhooks/mailship"
-secret = "{MAILSHIP_TOKEN}"
-"#
-    )
+    fixtures::standard_endpoints_toml()
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released).
