@@ -71,10 +71,9 @@ fn references(text: &str) -> BTreeSet<String> {
                 match c {
                     '{' => depth += 1,
                     '}' if depth == 0 => break,
-                    '{' | '}' | ':' if item_start && !name.is_empty() => {
+                    ':' if item_start && !name.is_empty() => {
                         found.insert(std::mem::take(&mut name));
                         item_start = false;
-                        depth += i32::from(c == '{');
                     }
                     '}' => depth -= 1,
                     ',' if depth == 0 => {
