@@ -3,6 +3,7 @@
 //! task of its own ([`super::request::handle`]), and counts connections hyper ends in error.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,8 +13,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{debug, info, warn};
 
 use super::AppState;
@@ -43,12 +44,12 @@ pub async fn serve_providers(
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let limits = state.config.limits.clone();
+    let limits = &state.config.limits;
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let overflow = Arc::new(Semaphore::new(OVERFLOW_CONNECTIONS));
     let graceful = GracefulShutdown::new();
-    let mut builder = http1::Builder::new();
-    builder
+    let mut serve = http1::Builder::new();
+    serve
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_header_size(MAX_HEADER_BYTES)
@@ -74,52 +75,15 @@ pub async fn serve_providers(
             },
         };
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-            let Ok(permit) = Arc::clone(&overflow).try_acquire_owned() else {
-                continue; // dropping the stream closes it
-            };
-            let st = Arc::clone(&state);
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let st = Arc::clone(&st);
-                async move {
-                    let rid = request_id(req.headers());
-                    Ok::<_, Infallible>(finish(
-                        &st,
-                        &rid,
-                        &Trace::new(),
-                        Refusal::TooManyConnections.into(),
-                        Instant::now(),
-                    ))
+        match Arc::clone(&connections).try_acquire_owned() {
+            Ok(permit) => serve_connection(&state, &serve, &graceful, stream, peer, permit),
+            Err(_) => {
+                // Beyond the overflow allowance, dropping the stream closes it unanswered.
+                if let Ok(permit) = Arc::clone(&overflow).try_acquire_owned() {
+                    refuse_connection(&state, &refuse, stream, permit);
                 }
-            });
-            let (stream, head_started) = Watched::new(stream);
-            let conn = refuse.serve_connection(TokioIo::new(stream), svc);
-            let st = Arc::clone(&state);
-            tokio::spawn(async move {
-                connection_ended(&st, &head_started, conn.await);
-                drop(permit);
-            });
-            continue;
-        };
-        let st = Arc::clone(&state);
-        let svc = service_fn(move |req| {
-            let st = Arc::clone(&st);
-            async move {
-                // Its own task: a client hanging up mid-request does not cancel a delivery in
-                // progress, and the request is still counted and logged.
-                let answer = tokio::spawn(handle(st, peer, req))
-                    .await
-                    .unwrap_or_else(|_| Refusal::Panicked.response());
-                Ok::<_, Infallible>(answer)
             }
-        });
-        let (stream, head_started) = Watched::new(stream);
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
-        let st = Arc::clone(&state);
-        tokio::spawn(async move {
-            connection_ended(&st, &head_started, conn.await);
-            drop(permit);
-        });
+        }
     }
     drop(listener);
     info!(
@@ -132,6 +96,67 @@ pub async fn serve_providers(
     {
         warn!("grace period over with requests still open");
     }
+}
+
+/// Serve a connection within `max_connections`: each request in a task of its own, so a
+/// client hanging up mid-request does not cancel a delivery in progress, and the request is
+/// still counted and logged.
+fn serve_connection(
+    state: &Arc<AppState>,
+    builder: &http1::Builder,
+    graceful: &GracefulShutdown,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) {
+    let st = Arc::clone(state);
+    let svc = service_fn(move |req| {
+        let st = Arc::clone(&st);
+        async move {
+            let answer = tokio::spawn(handle(st, peer, req))
+                .await
+                .unwrap_or_else(|_| Refusal::Panicked.response());
+            Ok::<_, Infallible>(answer)
+        }
+    });
+    let (stream, head_started) = Watched::new(stream);
+    let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
+    let st = Arc::clone(state);
+    tokio::spawn(async move {
+        connection_ended(&st, &head_started, conn.await);
+        drop(permit);
+    });
+}
+
+/// A connection over `max_connections`: its first request is answered 503 with `Retry-After`
+/// (so the client learns why), then it is closed.
+fn refuse_connection(
+    state: &Arc<AppState>,
+    builder: &http1::Builder,
+    stream: TcpStream,
+    permit: OwnedSemaphorePermit,
+) {
+    let st = Arc::clone(state);
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let st = Arc::clone(&st);
+        async move {
+            let rid = request_id(req.headers());
+            Ok::<_, Infallible>(finish(
+                &st,
+                &rid,
+                &Trace::new(),
+                Refusal::TooManyConnections.into(),
+                Instant::now(),
+            ))
+        }
+    });
+    let (stream, head_started) = Watched::new(stream);
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let st = Arc::clone(state);
+    tokio::spawn(async move {
+        connection_ended(&st, &head_started, conn.await);
+        drop(permit);
+    });
 }
 
 /// Count and log a provider connection that hyper ended in error (see [`ConnectionError`]): one
