@@ -45,6 +45,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// Requests processed at once; more are answered 503 immediately.
     pub max_in_flight: usize,
+    /// Body bytes being read or held at once, over all requests: a request whose body would
+    /// not fit (its `Content-Length`, else `max_body`) is answered 503 + `Retry-After` before a
+    /// byte of it is read. Bounds memory against many slow clients sending large bodies.
+    pub max_body_bytes_in_flight: usize,
 }
 
 /// Broker settings. URLs carry credentials, so they are [`Secret`]s and print redacted.

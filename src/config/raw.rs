@@ -49,6 +49,9 @@ fn default_body_timeout() -> Duration {
 fn default_max_connections() -> usize {
     1024
 }
+fn default_body_budget() -> u64 {
+    64 * 1024 * 1024
+}
 fn default_max_in_flight() -> usize {
     512
 }
@@ -103,6 +106,8 @@ pub(super) struct RawLimits {
     pub(super) max_connections: usize,
     #[serde(default = "default_max_in_flight")]
     pub(super) max_in_flight: usize,
+    #[serde(default = "default_body_budget", deserialize_with = "de_size")]
+    pub(super) max_body_bytes_in_flight: u64,
 }
 
 impl Default for RawLimits {
@@ -112,6 +117,7 @@ impl Default for RawLimits {
             body_read_timeout: default_body_timeout(),
             max_connections: default_max_connections(),
             max_in_flight: default_max_in_flight(),
+            max_body_bytes_in_flight: default_body_budget(),
         }
     }
 }

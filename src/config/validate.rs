@@ -32,7 +32,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if raw.max_body == 0 || raw.max_body > 64 * 1024 * 1024 {
         return Err(invalid("max_body", "must be between 1 byte and 64MiB"));
     }
-    let limits = limits(raw.limits)?;
+    let limits = limits(raw.limits, raw.max_body)?;
     let amqp = amqp(raw.amqp)?;
     if raw.spool.enabled && raw.spool.max_bytes < 4096 {
         return Err(invalid("spool.max_bytes", "must be at least 4KiB"));
@@ -77,14 +77,22 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
-fn limits(raw: RawLimits) -> Result<Limits, ConfigError> {
+fn limits(raw: RawLimits, max_body: u64) -> Result<Limits, ConfigError> {
     if raw.max_connections == 0 {
         return Err(invalid("limits.max_connections", "must be at least 1"));
     }
     if raw.max_in_flight == 0 {
         return Err(invalid("limits.max_in_flight", "must be at least 1"));
     }
+    if raw.max_body_bytes_in_flight < max_body {
+        return Err(invalid(
+            "limits.max_body_bytes_in_flight",
+            "must be at least max_body (one largest body must fit)",
+        ));
+    }
     Ok(Limits {
+        max_body_bytes_in_flight: usize::try_from(raw.max_body_bytes_in_flight)
+            .unwrap_or(usize::MAX),
         header_read_timeout: raw.header_read_timeout,
         body_read_timeout: raw.body_read_timeout,
         max_connections: raw.max_connections,

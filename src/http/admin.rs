@@ -13,10 +13,17 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use super::AppState;
 use super::answer::{Resp, error, json};
+
+/// Open admin connections at most: probes and a scraper or two need a handful; one more is
+/// closed at once, so a flood on the admin port costs a file descriptor for a moment, no task.
+pub const ADMIN_MAX_CONNECTIONS: usize = 32;
+
+/// How long an admin client may take to send a request head, and stay idle between requests.
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Admin listener: `/healthz` (alive), `/readyz` (can accept webhooks), `/metrics`.
 pub async fn serve_admin(
@@ -24,6 +31,7 @@ pub async fn serve_admin(
     state: Arc<AppState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let connections = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.changed() => break,
@@ -31,6 +39,9 @@ pub async fn serve_admin(
                 Ok(a) => a,
                 Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue; }
             },
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            continue; // dropping the stream closes it
         };
         let st = Arc::clone(&state);
         let svc = service_fn(move |req: Request<Incoming>| {
@@ -40,9 +51,11 @@ pub async fn serve_admin(
         tokio::spawn(async move {
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5))
+                .header_read_timeout(ADMIN_HEADER_TIMEOUT)
+                .max_buf_size(16 * 1024)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
+            drop(permit);
         });
     }
 }

@@ -62,6 +62,8 @@ pub enum Refusal {
     Overloaded,
     #[error("too many open connections")]
     TooManyConnections,
+    #[error("too many body bytes in flight")]
+    BodyBudget,
     #[error("neither the broker nor the spool made the events durable")]
     Unavailable { retry_after: Duration },
     #[error("still running at the answer deadline")]
@@ -143,7 +145,9 @@ impl Refusal {
                 RequestOutcome::BadRequest
             }
             Self::BodyTimeout | Self::Overran => RequestOutcome::Timeout,
-            Self::Overloaded | Self::TooManyConnections => RequestOutcome::Overloaded,
+            Self::Overloaded | Self::TooManyConnections | Self::BodyBudget => {
+                RequestOutcome::Overloaded
+            }
             Self::Unavailable { .. } => RequestOutcome::Unavailable,
             Self::Panicked => RequestOutcome::Internal,
         }
@@ -169,7 +173,10 @@ impl Refusal {
             Self::TooManyEvents => error(StatusCode::BAD_REQUEST, "too many events in one request"),
             Self::Unencodable => error(StatusCode::BAD_REQUEST, "event could not be encoded"),
             Self::Overloaded => unavailable(RETRY_AFTER_OVERLOAD),
-            Self::TooManyConnections | Self::Overran => close(unavailable(RETRY_AFTER_OVERLOAD)),
+            // The body is left unread: the connection cannot carry another request.
+            Self::TooManyConnections | Self::Overran | Self::BodyBudget => {
+                close(unavailable(RETRY_AFTER_OVERLOAD))
+            }
             Self::Unavailable { retry_after } => unavailable(retry_after),
             Self::Panicked => close(error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")),
         }
@@ -232,6 +239,7 @@ mod tests {
             (Refusal::Unencodable, 400, "bad_request"),
             (Refusal::Overloaded, 503, "overloaded"),
             (Refusal::TooManyConnections, 503, "overloaded"),
+            (Refusal::BodyBudget, 503, "overloaded"),
             (
                 Refusal::Unavailable {
                     retry_after: Duration::from_secs(5),

@@ -36,6 +36,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Bounds requests processed at once; beyond it the answer is an immediate 503.
     in_flight: Arc<Semaphore>,
+    /// Body bytes being read or held, one permit per byte (`[limits] max_body_bytes_in_flight`).
+    body_budget: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -43,6 +45,12 @@ impl AppState {
         Self {
             router: Router::new(&config.endpoints),
             in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
+            body_budget: Arc::new(Semaphore::new(
+                config
+                    .limits
+                    .max_body_bytes_in_flight
+                    .min(Semaphore::MAX_PERMITS),
+            )),
             config,
             delivery,
             metrics,

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, error, info, warn};
 
 use super::AppState;
@@ -104,7 +105,8 @@ async fn steps(
         return Err(Refusal::MethodNotAllowed);
     }
     check_ip(endpoint, peer, req.headers())?;
-    check_declared_length(req.headers(), config.max_body)?;
+    let declared = check_declared_length(req.headers(), config.max_body)?;
+    let _budget = reserve_body_bytes(state, declared.unwrap_or(config.max_body))?;
     let (parts, body) = req.into_parts();
     let body = read_body(body, config, deadline).await?;
     authenticate(
@@ -132,7 +134,7 @@ async fn steps(
     drop(body);
     drop(parts);
     let delivered = state.delivery.deliver(&messages, deadline).await;
-    count_events(state, provider, &messages, &delivered.events);
+    count_events(state, endpoint, &messages, &delivered.events);
     Ok(delivered.outcome.into())
 }
 
@@ -153,16 +155,27 @@ fn check_ip(
     })
 }
 
-/// A declared length over the limit is refused before a byte of the body is read.
-fn check_declared_length(headers: &HeaderMap, max_body: usize) -> Result<(), Refusal> {
+/// A declared length over the limit is refused before a byte of the body is read; the declared
+/// length, if any, is what the body may take.
+fn check_declared_length(headers: &HeaderMap, max_body: usize) -> Result<Option<usize>, Refusal> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max_body as u64) {
-        return Err(Refusal::TooLarge);
+    match declared {
+        Some(n) if n > max_body as u64 => Err(Refusal::TooLarge),
+        Some(n) => Ok(Some(usize::try_from(n).unwrap_or(max_body))),
+        None => Ok(None),
     }
-    Ok(())
+}
+
+/// Take `bytes` from the body budget for as long as the request runs, or refuse it (503) before
+/// reading anything: many slow clients with large bodies cannot add up past the budget.
+fn reserve_body_bytes(state: &AppState, bytes: usize) -> Result<OwnedSemaphorePermit, Refusal> {
+    let permits = u32::try_from(bytes.max(1)).unwrap_or(u32::MAX);
+    Arc::clone(&state.body_budget)
+        .try_acquire_many_owned(permits)
+        .map_err(|_| Refusal::BodyBudget)
 }
 
 /// The whole body, at most `max_body` bytes, within `body_read_timeout` (and the deadline).
@@ -224,12 +237,21 @@ fn encode(
         .collect()
 }
 
-fn count_events(state: &AppState, provider: &str, messages: &[Message], verdicts: &[EventOutcome]) {
+fn count_events(
+    state: &AppState,
+    endpoint: &EndpointConfig,
+    messages: &[Message],
+    verdicts: &[EventOutcome],
+) {
+    let prefix = endpoint.provider_name();
     for (m, verdict) in messages.iter().zip(verdicts) {
+        let kind = endpoint
+            .provider
+            .metric_type(&endpoint.options, prefix, &m.routing_key);
         state
             .metrics
             .events_total
-            .with_label_values(&[provider, &m.routing_key, verdict.label()])
+            .with_label_values(&[prefix, &kind, verdict.label()])
             .inc();
     }
 }

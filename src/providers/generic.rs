@@ -37,6 +37,13 @@ pub static PROVIDER: Provider = Provider {
     check,
     custom_prefix: Some(|options| options.generic.source.as_deref()),
     event_header: |options| options.generic.event_header.as_deref(),
+    declared_kind: Some(|options, kind| {
+        options
+            .generic
+            .known_events
+            .iter()
+            .any(|e| routing_part(e).as_deref() == Some(kind))
+    }),
     ..Provider::BASE
 };
 
@@ -62,6 +69,11 @@ pub struct GenericConfig {
     /// JSON pointer to the provider's own event id, if it has one.
     #[serde(default)]
     pub id_pointer: Option<String>,
+    /// Event names the metrics count by name (`events_total{type}`); the others are counted as
+    /// `{source}.other`, since a sender could otherwise create series at will. Routing is not
+    /// affected.
+    #[serde(default)]
+    pub known_events: Vec<String>,
 }
 
 /// An event name must come from somewhere; pointers are JSON pointers; `source` starts routing

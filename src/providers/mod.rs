@@ -6,6 +6,7 @@
 //! HTTP responses, configuration files or the broker: `(options, headers, body) → events`. That
 //! keeps them unit-testable and fuzzable.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::SystemTime;
 
@@ -19,6 +20,9 @@ pub use self::event::{
     UNRECOGNIZED, hash_hex, parse_json, str_at,
 };
 pub use self::samples::Sample;
+
+/// The `events_total` type of sender-chosen events an endpoint did not declare.
+pub const OTHER: &str = "other";
 
 /// Declares the provider modules and [`ALL`], in one list.
 macro_rules! registry {
@@ -69,6 +73,9 @@ pub struct Provider {
     /// The header an endpoint takes the event name from, if it routes on one (for `send`'s
     /// hint when it is missing).
     pub event_header: fn(&Options) -> Option<&str>,
+    /// For providers whose senders choose the event names (the generic provider): whether a
+    /// kind is one the endpoint declared, so metrics can name it. `None`: every kind is fixed.
+    pub declared_kind: Option<fn(&Options, &str) -> bool>,
 }
 
 impl Provider {
@@ -83,6 +90,7 @@ impl Provider {
         custom_prefix: None,
         sender_headers: |_, _| Vec::new(),
         event_header: |_| None,
+        declared_kind: None,
     };
 
     /// The routing-key prefix, `source` and `data.provider` of an endpoint named `endpoint`.
@@ -90,6 +98,30 @@ impl Provider {
         match self.custom_prefix {
             Some(custom) => custom(options).unwrap_or(endpoint),
             None => self.name,
+        }
+    }
+
+    /// The `type` label of `events_total` for an event published with `routing_key` by an
+    /// endpoint whose prefix is `prefix`: the routing key, unless the sender chose the event name
+    /// and the endpoint did not declare it — then `{prefix}.other`, so no sender can create
+    /// series at will.
+    pub fn metric_type<'k>(
+        &self,
+        options: &Options,
+        prefix: &str,
+        routing_key: &'k str,
+    ) -> Cow<'k, str> {
+        let Some(declared) = self.declared_kind else {
+            return Cow::Borrowed(routing_key);
+        };
+        let kind = routing_key
+            .strip_prefix(prefix)
+            .and_then(|k| k.strip_prefix('.'))
+            .unwrap_or(routing_key);
+        if kind == UNRECOGNIZED || declared(options, kind) {
+            Cow::Borrowed(routing_key)
+        } else {
+            Cow::Owned(format!("{prefix}.{OTHER}"))
         }
     }
 

@@ -1,0 +1,236 @@
+//! Clients that attack without any secret: what refusing them costs must stay bounded — body
+//! bytes held in memory, admin connections, metric series — while legitimate requests are still
+//! answered in time.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Open a connection and send a WeGoCOD request head declaring `len` body bytes, then `sent`
+/// bytes of the body (never the rest).
+async fn stalled_body(bridge: &Bridge, len: usize, sent: usize) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", bridge.port))
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /webhooks/wegocod HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         x-webhook-signature: {}\r\ncontent-length: {len}\r\n\r\n",
+        "0".repeat(64)
+    );
+    s.write_all(head.as_bytes()).await.expect("head");
+    let chunk = vec![b' '; 64 * 1024];
+    let mut left = sent;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        s.write_all(&chunk[..n]).await.expect("body");
+        left -= n;
+    }
+    s
+}
+
+/// The answer's status line and headers, if one arrives within `limit`.
+async fn answer_head(s: &mut TcpStream, limit: Duration) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let until = Instant::now() + limit;
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let left = until.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some(String::from_utf8_lossy(&buf).to_lowercase())
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib / 1024.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_byte_budget_are_refused_before_they_are_read() {
+    broker_available().await;
+    let max_body = 256 * 1024;
+    let mut bridge = Bridge::start_with(BridgeOptions {
+        top: format!("max_body = {max_body}\n"),
+        tables: format!(
+            "[limits]\nmax_body_bytes_in_flight = {}\nbody_read_timeout = '3s'\n",
+            2 * max_body
+        ),
+        ..BridgeOptions::default()
+    })
+    .await;
+    // Two clients take the whole budget with bodies they never finish.
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        holders.push(stalled_body(&bridge, max_body, max_body / 2).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A third is refused at once, without its body being read, and told when to retry.
+    let started = Instant::now();
+    let mut third = stalled_body(&bridge, max_body, 0).await;
+    let head = answer_head(&mut third, Duration::from_secs(2))
+        .await
+        .expect("an answer before the body was sent");
+    assert!(head.starts_with("http/1.1 503"), "{head}");
+    assert!(head.contains("retry-after: 1"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // Once the stalled bodies time out (408), the budget is back: a real webhook is accepted.
+    for mut h in holders {
+        let head = answer_head(&mut h, Duration::from_secs(5))
+            .await
+            .expect("408");
+        assert!(head.starts_with("http/1.1 408"), "{head}");
+    }
+    let resp = bridge.post_wegocod_sample().await;
+    assert_eq!(resp.status(), 200);
+    let metrics = bridge.metrics().await;
+    assert!(
+        metrics.contains(r#"outcome="overloaded",provider="wegocod"} 1"#),
+        "{metrics}"
+    );
+    bridge.cleanup().await;
+    bridge.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_stalled_megabyte_bodies_keep_memory_bounded_and_webhooks_answered() {
+    broker_available().await;
+    let mut bridge = Bridge::start_with(BridgeOptions {
+        tables: "[limits]\nbody_read_timeout = '3s'\n".into(),
+        ..BridgeOptions::default()
+    })
+    .await;
+    let pid = bridge.child.id();
+    let before = rss_mib(pid);
+    let max_body = 1024 * 1024;
+    let mut stalled = Vec::new();
+    for _ in 0..300 {
+        // All but the last bytes of a 1 MiB body, then nothing.
+        stalled.push(stalled_body(&bridge, max_body, max_body - 16).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = rss_mib(pid);
+    // A legitimate webhook is answered (accepted, or refused at once for lack of budget) well
+    // within the providers' window.
+    let started = Instant::now();
+    let resp = bridge.post_wegocod_sample().await;
+    let took = started.elapsed();
+    assert!(
+        resp.status() == 200 || resp.status() == 503,
+        "{}",
+        resp.status()
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    eprintln!(
+        "RSS {before:.0} MiB idle, {during:.0} MiB with 300 stalled 1 MiB bodies; webhook answered {} in {took:?}",
+        resp.status()
+    );
+    // The shipped container limit is 256 MiB; the default budget holds 64 MiB of bodies.
+    assert!(during < 200.0, "RSS {during:.0} MiB");
+    drop(stalled);
+    bridge.cleanup().await;
+    bridge.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_caps_its_connections() {
+    broker_available().await;
+    let mut bridge = Bridge::start().await;
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(
+            TcpStream::connect(("127.0.0.1", bridge.admin_port))
+                .await
+                .expect("connect"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Over the cap: the connection is closed without an answer.
+    let mut extra = TcpStream::connect(("127.0.0.1", bridge.admin_port))
+        .await
+        .expect("connect");
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    assert_eq!(answer_head(&mut extra, Duration::from_secs(2)).await, None);
+    // Webhooks are not affected.
+    assert_eq!(bridge.post_wegocod_sample().await.status(), 200);
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let health = reqwest::get(bridge.admin_url("/healthz"))
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+    bridge.cleanup().await;
+    bridge.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_chosen_event_names_do_not_create_metric_series() {
+    broker_available().await;
+    let mut bridge = Bridge::start_with(BridgeOptions {
+        endpoints: r#"
+[[endpoint]]
+name = "acme"
+provider = "generic"
+path = "/webhooks/acme"
+secret = "test-acme-token"
+auth = { kind = "bearer" }
+[endpoint.generic]
+event_pointer = "/type"
+known_events = ["invoice.paid"]
+"#
+        .into(),
+        ..BridgeOptions::default()
+    })
+    .await;
+    let send = |name: String| {
+        let body = format!("{{\"type\":\"{name}\",\"id\":\"{name}\"}}");
+        let headers = vec![(
+            "authorization".to_string(),
+            "Bearer test-acme-token".to_string(),
+        )];
+        let bridge = &bridge;
+        async move {
+            bridge
+                .post("/webhooks/acme", &headers, body.as_bytes())
+                .await
+        }
+    };
+    assert_eq!(send("invoice.paid".into()).await.status(), 200);
+    for i in 0..200 {
+        assert_eq!(send(format!("made.up.{i}")).await.status(), 200);
+    }
+    let metrics = bridge.metrics().await;
+    let series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("webhook_bridge_events_total{"))
+        .collect();
+    assert_eq!(series.len(), 2, "{series:#?}");
+    assert!(
+        metrics.contains(r#"webhook_bridge_events_total{outcome="published",provider="acme",type="acme.invoice.paid"} 1"#),
+        "{series:#?}"
+    );
+    assert!(
+        metrics.contains(r#"webhook_bridge_events_total{outcome="published",provider="acme",type="acme.other"} 200"#),
+        "{series:#?}"
+    );
+    bridge.cleanup().await;
+    bridge.terminate();
+}
