@@ -262,6 +262,31 @@ struct RawAmqp {
     connect_timeout: Duration,
     #[serde(default = "default_backoff_max", deserialize_with = "de_duration")]
     reconnect_backoff_max: Duration,
+    #[serde(default)]
+    unrouted_queue_type: QueueType,
+}
+
+/// Type of the `<exchange>.unrouted` queue the bridge declares (`x-queue-type`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// A classic durable queue, declared without `x-queue-type` (as before the key existed).
+    /// On a cluster it lives on one node: while that node is down, unroutable events wait in
+    /// the spool.
+    Classic,
+    /// A quorum queue: replicated, so a confirm means a majority of the nodes have it and the
+    /// queue survives the loss of a minority. Works on a single node too.
+    #[default]
+    Quorum,
+}
+
+impl QueueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Quorum => "quorum",
+        }
+    }
 }
 
 /// Broker settings. URLs carry credentials, so they are [`Secret`]s and print redacted.
@@ -276,6 +301,8 @@ pub struct AmqpConfig {
     pub channels: usize,
     pub connect_timeout: Duration,
     pub reconnect_backoff_max: Duration,
+    /// Type of the unrouted queue, when `declare_topology` is on.
+    pub unrouted_queue_type: QueueType,
 }
 
 impl AmqpConfig {
@@ -819,6 +846,7 @@ impl Config {
                 channels: raw.amqp.channels,
                 connect_timeout: raw.amqp.connect_timeout,
                 reconnect_backoff_max: raw.amqp.reconnect_backoff_max,
+                unrouted_queue_type: raw.amqp.unrouted_queue_type,
             },
             spool: raw.spool,
             dedup: raw.dedup,
@@ -923,6 +951,21 @@ urls = ["amqp://guest:guest@127.0.0.1:5672/%2f"]
                 .any(|w| w.contains("api_secret is not set")),
             "{:?}",
             cfg.warnings
+        );
+    }
+
+    #[test]
+    fn the_unrouted_queue_is_a_quorum_queue_unless_configured_classic() {
+        let endpoint = "[[endpoint]]\nname='a'\nprovider='peddler'\npath='/p'\nsecret='x'\n";
+        let cfg = Config::from_toml(&format!("{BASE}{endpoint}")).unwrap();
+        assert_eq!(cfg.amqp.unrouted_queue_type, QueueType::Quorum);
+        let classic = format!("{BASE}unrouted_queue_type = 'classic'\n{endpoint}");
+        let cfg = Config::from_toml(&classic).unwrap();
+        assert_eq!(cfg.amqp.unrouted_queue_type, QueueType::Classic);
+        let e = err(&format!("{BASE}unrouted_queue_type = 'stream'\n{endpoint}"));
+        assert!(
+            e.contains("unrouted_queue_type") && e.contains("quorum"),
+            "{e}"
         );
     }
 

@@ -53,7 +53,7 @@ use lapin::{
 use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
-use crate::config::{AmqpConfig, redact_url};
+use crate::config::{AmqpConfig, QueueType, redact_url};
 use crate::envelope::Message;
 use crate::metrics::Metrics;
 
@@ -573,7 +573,8 @@ impl Publisher {
 }
 
 /// Durable topic exchange whose alternate exchange (fanout) feeds the `…unrouted` queue, so a
-/// message no consumer has bound for is kept rather than dropped.
+/// message no consumer has bound for is kept rather than dropped. The queue is a quorum queue
+/// unless `[amqp] unrouted_queue_type = "classic"` (declared without `x-queue-type` then).
 pub async fn declare_topology(ch: &Channel, cfg: &AmqpConfig) -> Result<(), lapin::Error> {
     let ae = cfg.alternate_exchange();
     let durable = ExchangeDeclareOptions {
@@ -600,13 +601,20 @@ pub async fn declare_topology(ch: &Channel, cfg: &AmqpConfig) -> Result<(), lapi
     )
     .await?;
     let queue = cfg.unrouted_queue();
+    let mut queue_args = FieldTable::default();
+    if cfg.unrouted_queue_type == QueueType::Quorum {
+        queue_args.insert(
+            ShortString::from("x-queue-type"),
+            AMQPValue::LongString(QueueType::Quorum.as_str().into()),
+        );
+    }
     ch.queue_declare(
         ShortString::from(queue.as_str()),
         QueueDeclareOptions {
             durable: true,
             ..QueueDeclareOptions::default()
         },
-        FieldTable::default(),
+        queue_args,
     )
     .await?;
     ch.queue_bind(
