@@ -109,7 +109,7 @@ pub fn with_heartbeat(url: &str) -> String {
 /// A live connection and its confirm channels.
 struct Link {
     conn: Connection,
-    channels: Vec<Channel>,
+    channels: Vec<Mutex<Slot>>,
     next: AtomicUsize,
     /// Start of a publish that waited at least [`MIN_WAIT_FOR_STALE`] and timed out, with no
     /// confirm on this link since.
@@ -120,17 +120,69 @@ struct Link {
     on_block: Notify,
 }
 
+/// One confirm channel of a link, replaceable (see [`Link::renew`]).
+struct Slot {
+    channel: Channel,
+    opened: Instant,
+}
+
+/// A confirm channel that got a nack is replaced by a new one, at most this often. On a cluster,
+/// a channel that first publishes to a quorum queue while the queue's leader node has just died
+/// (before a new leader is elected) can be nacked for every later publish to that queue for as
+/// long as that node stays down (RabbitMQ 3.10), while a new channel publishes normally.
+const RENEW_AFTER: Duration = Duration::from_secs(1);
+
 /// The connection's events (`connection.blocked` / `unblocked`), watched by the manager.
 type Events = Pin<Box<dyn Stream<Item = Event> + Send>>;
 
 impl Link {
     fn healthy(&self) -> bool {
-        self.conn.status().connected() && self.channels.iter().all(|c| c.status().connected())
+        self.conn.status().connected()
+            && (0..self.channels.len()).all(|i| self.slot(i).channel.status().connected())
     }
 
-    fn channel(&self) -> &Channel {
+    fn slot(&self, i: usize) -> std::sync::MutexGuard<'_, Slot> {
+        self.channels[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next channel, round robin, and its index.
+    fn channel(&self) -> (usize, Channel) {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        &self.channels[i]
+        (i, self.slot(i).channel.clone())
+    }
+
+    /// Replace the channel at `i`, which got a nack, with a new confirm channel (unless it was
+    /// replaced already or less than [`RENEW_AFTER`] ago). Publishes still waiting for confirms
+    /// on the old one keep it open; it is closed after [`REAP_FOR`].
+    fn renew(self: &Arc<Self>, i: usize, nacked: &Channel) {
+        {
+            let mut slot = self.slot(i);
+            if slot.channel.id() != nacked.id() || slot.opened.elapsed() < RENEW_AFTER {
+                return;
+            }
+            slot.opened = Instant::now();
+        }
+        let link = Arc::clone(self);
+        tokio::spawn(async move {
+            let opened = async {
+                let ch = link.conn.create_channel().await?;
+                ch.confirm_select(ConfirmSelectOptions::default()).await?;
+                Ok::<_, lapin::Error>(ch)
+            }
+            .await;
+            match opened {
+                Ok(ch) => {
+                    let old = std::mem::replace(&mut link.slot(i).channel, ch);
+                    info!(
+                        channel = old.id(),
+                        "publish nacked; publishing on a new channel"
+                    );
+                    tokio::time::sleep(REAP_FOR).await;
+                    let _ = old.close(200, ShortString::from("replaced")).await;
+                }
+                Err(e) => warn!(error = %e, "cannot open a channel to replace a nacked one"),
+            }
+        });
     }
 
     fn confirmed(&self) {
@@ -350,7 +402,7 @@ impl Publisher {
     }
 
     async fn publish_on(&self, link: &Arc<Link>, messages: &[Message]) -> Result<(), PublishError> {
-        let channel = link.channel();
+        let (slot, channel) = link.channel();
         let started = Instant::now();
         // Confirms left unresolved when this future is dropped (deadline, block) go to a reaper.
         let mut pending = Unsettled {
@@ -395,6 +447,9 @@ impl Publisher {
             }
         }
         link.confirmed();
+        if nacked {
+            link.renew(slot, &channel);
+        }
         self.metrics
             .publish_confirm_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -546,7 +601,7 @@ impl Publisher {
     /// (passively: an operator's exchange may carry arguments a declaration would contradict),
     /// then open the confirm channels. A missing exchange fails the connect, with the broker's
     /// `NOT_FOUND` in the log, instead of every publish later.
-    async fn open_channels(&self, conn: &Connection) -> Result<Vec<Channel>, lapin::Error> {
+    async fn open_channels(&self, conn: &Connection) -> Result<Vec<Mutex<Slot>>, lapin::Error> {
         let ch = conn.create_channel().await?;
         if self.cfg.declare_topology {
             declare_topology(&ch, &self.cfg).await?;
@@ -570,7 +625,10 @@ impl Publisher {
         for _ in 0..self.cfg.channels {
             let ch = conn.create_channel().await?;
             ch.confirm_select(ConfirmSelectOptions::default()).await?;
-            channels.push(ch);
+            channels.push(Mutex::new(Slot {
+                channel: ch,
+                opened: Instant::now(),
+            }));
         }
         Ok(channels)
     }
