@@ -635,7 +635,8 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// The pids of the three nodes' `beam.smp`, found by `RABBITMQ_NODENAME` in their environment.
+/// The pids of the three nodes' `beam.smp`, found by `RABBITMQ_NODENAME` in their environment,
+/// node 1 first.
 fn node_pids() -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -643,16 +644,19 @@ fn node_pids() -> Vec<u32> {
             continue;
         };
         let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        if env
+        let name = env
             .split(|b| *b == 0)
-            .any(|v| v.starts_with(b"RABBITMQ_NODENAME=wbc"))
+            .find_map(|v| v.strip_prefix(b"RABBITMQ_NODENAME=wbc"))
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        if let Some(name) = name
             && std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|c| c.trim() == "beam.smp")
         {
-            pids.push(pid);
+            pids.push((name, pid));
         }
     }
-    pids
+    pids.sort();
+    pids.into_iter().map(|(_, pid)| pid).collect()
 }
 
 /// One round of confirmed publishes: `publishers` tasks over `channels` confirm channels, each
@@ -662,7 +666,8 @@ struct Round {
     latencies: Vec<Duration>,
     elapsed: Duration,
     client_cpu: f64,
-    nodes_cpu: f64,
+    /// Per node, node 1 (where both queues have their leader) first.
+    nodes_cpu: Vec<f64>,
 }
 
 async fn confirmed_round(
@@ -687,7 +692,7 @@ async fn confirmed_round(
     let nodes = node_pids();
     let cpu_before = (
         cpu_seconds(std::process::id()),
-        nodes.iter().map(|p| cpu_seconds(*p)).sum::<f64>(),
+        nodes.iter().map(|p| cpu_seconds(*p)).collect::<Vec<_>>(),
     );
     let started = Instant::now();
     let end = started + duration;
@@ -738,7 +743,11 @@ async fn confirmed_round(
         latencies,
         elapsed,
         client_cpu: cpu_seconds(std::process::id()) - cpu_before.0,
-        nodes_cpu: nodes.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu_before.1,
+        nodes_cpu: nodes
+            .iter()
+            .zip(&cpu_before.1)
+            .map(|(p, before)| cpu_seconds(*p) - before)
+            .collect(),
     }
 }
 
@@ -846,15 +855,22 @@ async fn quorum_confirm_cost_against_classic() {
             let pct = |p: f64| {
                 r.latencies[((r.latencies.len() as f64 * p) as usize).min(r.latencies.len() - 1)]
             };
+            let per_confirm = |cpu: f64| cpu * 1e6 / r.confirmed as f64;
+            let nodes: Vec<String> = r
+                .nodes_cpu
+                .iter()
+                .map(|c| format!("{:.0}", per_confirm(*c)))
+                .collect();
             eprintln!(
                 "confirm cost: round {round} {kind:>7}: {:>6.0} confirmed publishes/s, \
-                 confirm latency p50 {:.1} ms p99 {:.1} ms | CPU per 1000 confirms: client {:.2} s, \
-                 three nodes {:.2} s",
+                 confirm latency p50 {:.1} ms p99 {:.1} ms | CPU µs per confirm: client {:.0}, \
+                 nodes 1/2/3 {} (sum {:.0})",
                 rate,
                 pct(0.50).as_secs_f64() * 1e3,
                 pct(0.99).as_secs_f64() * 1e3,
-                r.client_cpu * 1000.0 / r.confirmed as f64,
-                r.nodes_cpu * 1000.0 / r.confirmed as f64,
+                per_confirm(r.client_cpu),
+                nodes.join("/"),
+                per_confirm(r.nodes_cpu.iter().sum()),
             );
             assert!(r.confirmed > 0, "{kind}: nothing confirmed");
             *totals.entry(*kind).or_insert(0usize) += r.confirmed;
