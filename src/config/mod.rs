@@ -63,6 +63,31 @@ pub struct AmqpConfig {
     pub channels: usize,
     pub connect_timeout: Duration,
     pub reconnect_backoff_max: Duration,
+    /// Type of the unrouted queue, when `declare_topology` is on.
+    pub unrouted_queue_type: QueueType,
+}
+
+/// Type of the `<exchange>.unrouted` queue the bridge declares (`x-queue-type`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// A classic durable queue, declared without `x-queue-type` (as before the key existed).
+    /// On a cluster it lives on one node: while that node is down, unroutable events wait in
+    /// the spool.
+    Classic,
+    /// A quorum queue: replicated, so a confirm means a majority of the nodes have it and the
+    /// queue survives the loss of a minority. Works on a single node too.
+    #[default]
+    Quorum,
+}
+
+impl QueueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Quorum => "quorum",
+        }
+    }
 }
 
 impl AmqpConfig {
@@ -294,6 +319,21 @@ urls = ["amqp://guest:guest@127.0.0.1:5672/%2f"]
                 .any(|w| w.contains("api_secret is not set")),
             "{:?}",
             cfg.warnings
+        );
+    }
+
+    #[test]
+    fn the_unrouted_queue_is_a_quorum_queue_unless_configured_classic() {
+        let endpoint = "[[endpoint]]\nname='a'\nprovider='peddler'\npath='/p'\nsecret='x'\n";
+        let cfg = Config::from_toml(&format!("{BASE}{endpoint}")).unwrap();
+        assert_eq!(cfg.amqp.unrouted_queue_type, QueueType::Quorum);
+        let classic = format!("{BASE}unrouted_queue_type = 'classic'\n{endpoint}");
+        let cfg = Config::from_toml(&classic).unwrap();
+        assert_eq!(cfg.amqp.unrouted_queue_type, QueueType::Classic);
+        let e = err(&format!("{BASE}unrouted_queue_type = 'stream'\n{endpoint}"));
+        assert!(
+            e.contains("unrouted_queue_type") && e.contains("quorum"),
+            "{e}"
         );
     }
 

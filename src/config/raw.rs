@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{DedupConfig, SpoolConfig};
+use super::{DedupConfig, QueueType, SpoolConfig};
 use crate::auth::AuthConfig;
 use crate::providers::generic::GenericConfig;
 use crate::units::{de_duration, de_size};
@@ -136,6 +136,8 @@ pub(super) struct RawAmqp {
     pub(super) connect_timeout: Duration,
     #[serde(default = "default_backoff_max", deserialize_with = "de_duration")]
     pub(super) reconnect_backoff_max: Duration,
+    #[serde(default)]
+    pub(super) unrouted_queue_type: QueueType,
 }
 
 #[derive(Debug, Deserialize)]

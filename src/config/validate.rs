@@ -127,6 +127,7 @@ fn amqp(raw: RawAmqp) -> Result<AmqpConfig, ConfigError> {
         channels: raw.channels,
         connect_timeout: raw.connect_timeout,
         reconnect_backoff_max: raw.reconnect_backoff_max,
+        unrouted_queue_type: raw.unrouted_queue_type,
     })
 }
 

@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
@@ -14,6 +14,7 @@ use lapin::{Channel, Connection, ConnectionProperties, Event};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
+use super::returns::REAP_FOR;
 use super::topology;
 use super::{Publisher, backoff};
 use crate::secret::redact_url;
@@ -36,10 +37,22 @@ pub fn with_heartbeat(url: &str) -> String {
     format!("{url}{sep}heartbeat={DEFAULT_HEARTBEAT_SECS}")
 }
 
+/// One confirm channel of a link, replaceable (see [`Link::renew`]).
+pub(super) struct Slot {
+    channel: Channel,
+    opened: Instant,
+}
+
+/// A confirm channel that got a nack is replaced by a new one, at most this often. On a cluster,
+/// a channel that first publishes to a quorum queue while the queue's leader node has just died
+/// (before a new leader is elected) can be nacked for every later publish to that queue for as
+/// long as that node stays down (RabbitMQ 3.10), while a new channel publishes normally.
+const RENEW_AFTER: Duration = Duration::from_secs(1);
+
 /// A live connection and its confirm channels.
 pub(super) struct Link {
     pub(super) conn: Connection,
-    pub(super) channels: Vec<Channel>,
+    pub(super) channels: Vec<Mutex<Slot>>,
     pub(super) next: AtomicUsize,
     /// Start of a publish that waited at least [`MIN_WAIT_FOR_STALE`] and timed out, with no
     /// confirm on this link since.
@@ -55,12 +68,52 @@ type Events = Pin<Box<dyn Stream<Item = Event> + Send>>;
 
 impl Link {
     pub(super) fn healthy(&self) -> bool {
-        self.conn.status().connected() && self.channels.iter().all(|c| c.status().connected())
+        self.conn.status().connected()
+            && (0..self.channels.len()).all(|i| self.slot(i).channel.status().connected())
     }
 
-    pub(super) fn channel(&self) -> &Channel {
+    fn slot(&self, i: usize) -> MutexGuard<'_, Slot> {
+        self.channels[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next channel, round robin, and its index.
+    pub(super) fn channel(&self) -> (usize, Channel) {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        &self.channels[i]
+        (i, self.slot(i).channel.clone())
+    }
+
+    /// Replace the channel at `i`, which got a nack, with a new confirm channel (unless it was
+    /// replaced already or less than [`RENEW_AFTER`] ago). Publishes still waiting for confirms
+    /// on the old one keep it open; it is closed after [`REAP_FOR`].
+    pub(super) fn renew(self: &Arc<Self>, i: usize, nacked: &Channel) {
+        {
+            let mut slot = self.slot(i);
+            if slot.channel.id() != nacked.id() || slot.opened.elapsed() < RENEW_AFTER {
+                return;
+            }
+            slot.opened = Instant::now();
+        }
+        let link = Arc::clone(self);
+        tokio::spawn(async move {
+            let opened = async {
+                let ch = link.conn.create_channel().await?;
+                ch.confirm_select(ConfirmSelectOptions::default()).await?;
+                Ok::<_, lapin::Error>(ch)
+            }
+            .await;
+            match opened {
+                Ok(ch) => {
+                    let old = std::mem::replace(&mut link.slot(i).channel, ch);
+                    info!(
+                        channel = old.id(),
+                        "publish nacked; publishing on a new channel"
+                    );
+                    tokio::time::sleep(REAP_FOR).await;
+                    let _ = old.close(200, ShortString::from("replaced")).await;
+                }
+                Err(e) => warn!(error = %e, "cannot open a channel to replace a nacked one"),
+            }
+        });
     }
 
     pub(super) fn confirmed(&self) {
@@ -238,10 +291,13 @@ impl Publisher {
     /// (passively: an operator's exchange may carry arguments a declaration would contradict),
     /// then open the confirm channels. A missing exchange fails the connect, with the broker's
     /// `NOT_FOUND` in the log, instead of every publish later.
-    async fn open_channels(&self, conn: &Connection) -> Result<Vec<Channel>, lapin::Error> {
+    async fn open_channels(&self, conn: &Connection) -> Result<Vec<Mutex<Slot>>, lapin::Error> {
         let ch = conn.create_channel().await?;
         if self.cfg.declare_topology {
             topology::declare_topology(&ch, &self.cfg).await?;
+            if let Err(e) = topology::declare_unrouted_queue(conn, &self.cfg).await {
+                warn!(queue = %self.unrouted, error = %e, "unrouted queue not declared as configured");
+            }
         } else {
             topology::check_exchange(&ch, &self.cfg).await?;
         }
@@ -250,7 +306,10 @@ impl Publisher {
         for _ in 0..self.cfg.channels {
             let ch = conn.create_channel().await?;
             ch.confirm_select(ConfirmSelectOptions::default()).await?;
-            channels.push(ch);
+            channels.push(Mutex::new(Slot {
+                channel: ch,
+                opened: Instant::now(),
+            }));
         }
         Ok(channels)
     }

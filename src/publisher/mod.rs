@@ -56,7 +56,7 @@ pub use self::link::{DEFAULT_HEARTBEAT_SECS, STALE_AFTER, with_heartbeat};
 pub use self::properties::properties;
 use self::properties::returned_message;
 use self::returns::{Returned, Strays, Unsettled, park};
-pub use self::topology::declare_topology;
+pub use self::topology::{UnroutedQueueError, declare_topology, declare_unrouted_queue};
 
 /// Why a publish did not end in a confirm. `reason()` is the `publish_failures_total` label.
 #[derive(Debug, thiserror::Error)]
@@ -230,7 +230,7 @@ impl Publisher {
     }
 
     async fn publish_on(&self, link: &Arc<Link>, messages: &[Message]) -> Result<(), PublishError> {
-        let channel = link.channel();
+        let (slot, channel) = link.channel();
         let started = Instant::now();
         // Confirms left unresolved when this future is dropped (deadline, block) go to a reaper.
         let mut pending = Unsettled {
@@ -275,6 +275,9 @@ impl Publisher {
             }
         }
         link.confirmed();
+        if nacked {
+            link.renew(slot, &channel);
+        }
         self.metrics
             .publish_confirm_seconds
             .observe(started.elapsed().as_secs_f64());

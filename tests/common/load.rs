@@ -190,10 +190,14 @@ pub async fn declare_exchange(exchange: &str) {
         channels: 1,
         connect_timeout: Duration::from_secs(3),
         reconnect_backoff_max: Duration::from_secs(1),
+        unrouted_queue_type: webhook_bridge::config::QueueType::default(),
     };
     webhook_bridge::publisher::declare_topology(&ch, &cfg)
         .await
-        .expect("declare the bridge's topology");
+        .expect("declare the bridge's exchanges");
+    webhook_bridge::publisher::declare_unrouted_queue(&conn, &cfg)
+        .await
+        .expect("declare the bridge's unrouted queue");
     let _ = conn.close(200, ShortString::from("bye")).await;
 }
 

@@ -3,6 +3,7 @@
 //! what arrived with a real AMQP consumer.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod load;
 pub mod proxy;
 
@@ -79,6 +80,8 @@ pub struct BridgeOptions {
     pub log_format: &'static str,
     /// stderr is a pipe that nobody reads (a stalled log collector) instead of the log file.
     pub stderr_unread: bool,
+    /// The exchange (default: a unique one), e.g. for replicas that share one.
+    pub exchange: Option<String>,
 }
 
 impl Default for BridgeOptions {
@@ -94,6 +97,7 @@ impl Default for BridgeOptions {
             env: Vec::new(),
             log_format: "json",
             stderr_unread: false,
+            exchange: None,
         }
     }
 }
@@ -117,7 +121,7 @@ impl Bridge {
 
     pub async fn start_with(opts: BridgeOptions) -> Bridge {
         let dir = tempfile::tempdir().expect("tempdir");
-        let exchange = unique("wbt");
+        let exchange = opts.exchange.clone().unwrap_or_else(|| unique("wbt"));
         let port = free_port();
         let admin_port = free_port();
         let urls: Vec<String> = opts.amqp_urls.iter().map(|u| format!("\"{u}\"")).collect();
