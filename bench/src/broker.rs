@@ -96,15 +96,15 @@ async fn cleanup(url: &str, ch: &Channel, created: &Created) -> Result<()> {
 }
 
 /// Delete what an earlier, interrupted run with tag `tag` left behind (`--cleanup-only`). The
-/// names follow `setup`: the bridge declares its exchange with an alternate exchange and a queue,
-/// both `<exchange>.unrouted`; the bench adds the raw exchange and a queue on each.
+/// names follow `setup`: both exchanges are declared with the bridge's topology (an alternate
+/// exchange and a queue, both `<exchange>.unrouted`), plus the bench's queue on each.
 pub async fn cleanup_leftovers(url: &str, tags: &[String]) -> Result<()> {
     let mut created = Created::default();
     for t in tags {
-        for q in ["raw-q", "bridge-q", "bridge.unrouted"] {
+        for q in ["raw-q", "raw.unrouted", "bridge-q", "bridge.unrouted"] {
             created.queues.push(format!("{t}-{q}"));
         }
-        for e in ["raw", "bridge", "bridge.unrouted"] {
+        for e in ["raw", "raw.unrouted", "bridge", "bridge.unrouted"] {
             created.exchanges.push(format!("{t}-{e}"));
         }
     }

@@ -1,14 +1,11 @@
 //! Everything in place before the first phase: the bridge running on its own exchange, the raw
-//! baseline's exchange, a queue on each that the checks count,
+//! baseline's exchange declared with the same topology, a queue on each that the checks count,
 //! and the two ways of publishing (raw lapin, webhooks over HTTP) ready to be driven.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
-use lapin::ExchangeKind;
-use lapin::options::ExchangeDeclareOptions;
-use lapin::types::FieldTable;
 use webhook_bridge::config::{AmqpConfig, Config};
 use webhook_bridge::message::Message;
 
@@ -44,7 +41,8 @@ impl Setup {
     ) -> Result<Self> {
         let (bridge, config, bridge_queue) = start_bridge(args, bin, tag, dir, broker).await?;
 
-        // The raw baseline's exchange and queue, shaped like the bridge's.
+        // The raw baseline's exchange, declared by the bridge's own code, so it is shaped like
+        // the bridge's (same alternate exchange and unrouted queue).
         let raw_amqp = AmqpConfig {
             exchange: format!("{tag}-raw"),
             ..config.amqp.clone()
@@ -52,19 +50,10 @@ impl Setup {
         let raw_queue = format!("{tag}-raw-q");
         let created = &mut broker.created;
         created.exchanges.push(raw_amqp.exchange.clone());
+        created.exchanges.push(raw_amqp.alternate_exchange());
+        created.queues.push(raw_amqp.unrouted_queue());
         created.queues.push(raw_queue.clone());
-        broker
-            .admin
-            .exchange_declare(
-                raw_amqp.exchange.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        webhook_bridge::publisher::declare_topology(&broker.admin, &raw_amqp).await?;
         broker::declare_queue(&broker.admin, &raw_queue, &raw_amqp.exchange).await?;
 
         let message = raw::wegocod_message(&config)?;
