@@ -1,0 +1,37 @@
+//! `--coupled-phase`: raw lapin, but each publish waits for one trivial HTTP exchange first
+//! (`GET /healthz` on the bridge's admin port, same client), alternating with plain raw. Its
+//! ratio is the ceiling of *any* publisher whose publishes are paced by HTTP round trips, with
+//! none of the bridge's request work, and the verdicts put the bridge's ratio against it.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use super::Bench;
+use crate::load::Op;
+use crate::report::{self, Row};
+use crate::sys::CpuDelta;
+
+pub async fn run(b: &mut Bench<'_>) -> Result<()> {
+    let hop = b.setup.http.healthz_op(b.setup.bridge.admin_port);
+    let publish = b.setup.raw.op();
+    let coupled: Op = Arc::new(move |w: usize, q: u64| {
+        let (hop, publish) = (Arc::clone(&hop), Arc::clone(&publish));
+        Box::pin(async move {
+            hop(w, q).await?;
+            publish(w, q).await
+        })
+    });
+    let (c, mut ratios) = b
+        .against_raw(coupled, "raw behind one HTTP round trip")
+        .await?;
+    b.report.coupled_ratio = Some(report::median(&mut ratios));
+    let conc = b.conc();
+    b.report.rows.push(Row::new(
+        &format!("raw lapin, each publish behind one GET /healthz, c={conc}"),
+        &c,
+        CpuDelta::default(),
+        None,
+    ));
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! What a run prints: the header that says on what and how it ran, the lines the phases print as
+//! they go, and at the end the table, the queue checks and the verdicts against the goals. The
+//! table's columns and the verdict lines are what docs/BENCHMARKS.md quotes, so their format is
+//! kept stable from one revision to the next.
+
+use std::process::{Command, Stdio};
+
+use crate::cli::Args;
+use crate::load::PhaseResult;
+use crate::split::Split;
+use crate::sys::CpuDelta;
+
+/// One line of the final table.
+pub struct Row {
+    name: String,
+    events_per_sec: f64,
+    ops_per_sec: f64,
+    p50: u64,
+    p99: u64,
+    p999: u64,
+    errors: u64,
+    cpu: CpuDelta,
+    events: u64,
+    rss_kib: Option<u64>,
+}
+
+impl Row {
+    pub fn new(name: &str, r: &PhaseResult, cpu: CpuDelta, rss_kib: Option<u64>) -> Self {
+        Self {
+            name: name.to_string(),
+            events_per_sec: r.events_per_sec(),
+            ops_per_sec: r.ops_per_sec(),
+            p50: r.p(0.5),
+            p99: r.p(0.99),
+            p999: r.p(0.999),
+            errors: r.errors,
+            cpu,
+            events: r.acked_events,
+            rss_kib,
+        }
+    }
+}
+
+/// The open-loop phase's outcome: the rate both sides were driven at and their latencies.
+pub struct OpenLoop {
+    pub rate: f64,
+    pub raw: PhaseResult,
+    pub bridge: PhaseResult,
+}
+
+/// Everything the phases leave for the end of the run.
+#[derive(Default)]
+pub struct Report {
+    pub rows: Vec<Row>,
+    /// One line per queue check, `ok: …` or `MISMATCH: …`.
+    pub checks: Vec<String>,
+    /// The full-load rounds' bridge/raw ratios, sorted (as the median left them).
+    pub ratios: Vec<f64>,
+    pub median_ratio: f64,
+    /// Raw lapin's full-load rate, the yardstick of the isendu batches.
+    pub raw_events_per_sec: f64,
+    /// The median coupled/raw ratio, with `--coupled-phase`.
+    pub coupled_ratio: Option<f64>,
+    pub isendu: Option<PhaseResult>,
+    pub open_loop: Option<OpenLoop>,
+}
+
+impl Report {
+    /// The table, the queue checks and the verdicts; `hwm` is the bridge's VmHWM in KiB.
+    pub fn print(&self, hwm: u64) {
+        println!();
+        print_table(&self.rows);
+        println!();
+        println!("queue checks (messages in the queue vs events acknowledged):");
+        for c in &self.checks {
+            println!("  {c}");
+        }
+        println!(
+            "bridge VmHWM over the whole run: {:.1} MiB",
+            hwm as f64 / 1024.0
+        );
+        println!();
+        println!("goals (ratios from this run):");
+        self.print_ratio_goals();
+        self.print_latency_and_memory_goals(hwm);
+    }
+
+    /// Whether every phase's queue held exactly the events acknowledged in it.
+    pub fn all_matched(&self) -> bool {
+        !self.checks.iter().any(|c| c.starts_with("MISMATCH"))
+    }
+
+    fn print_ratio_goals(&self) {
+        let median_ratio = self.median_ratio;
+        verdict(
+            &format!(
+                "single-event webhooks / raw = {median_ratio:.2} (median of {} rounds: {}; goal >= 0.90)",
+                self.ratios.len(),
+                self.ratios
+                    .iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            median_ratio >= 0.9,
+        );
+        if let Some(c) = self.coupled_ratio {
+            println!(
+                "  (for reference: raw behind one HTTP round trip / raw = {c:.2}, the ceiling of any \
+                 HTTP front end here; single-event webhooks / that = {:.2})",
+                median_ratio / c.max(f64::MIN_POSITIVE)
+            );
+        }
+        if let Some(b) = &self.isendu {
+            let r2 = b.events_per_sec() / self.raw_events_per_sec;
+            let per_req = b.acked_events as f64 / b.acked_ops.max(1) as f64;
+            verdict(
+                &format!(
+                    "isendu batch events/s / raw = {r2:.2} (goal >= 0.90; {per_req:.1} events per request)"
+                ),
+                r2 >= 0.9,
+            );
+        }
+    }
+
+    fn print_latency_and_memory_goals(&self, hwm: u64) {
+        if let Some(OpenLoop { rate, raw, bridge }) = &self.open_loop {
+            let (b, r) = (bridge.p(0.99), raw.p(0.99));
+            verdict(
+                &format!(
+                    "p99 at {rate:.0}/s: bridge {} vs raw {} = {:.2}x (goal <= 2x)",
+                    fmt_us(b),
+                    fmt_us(r),
+                    b as f64 / r.max(1) as f64
+                ),
+                b <= 2 * r,
+            );
+        }
+        let peak = self
+            .rows
+            .iter()
+            .filter_map(|r| r.rss_kib)
+            .max()
+            .unwrap_or(0)
+            .max(hwm);
+        verdict(
+            &format!(
+                "bridge peak RSS {:.1} MiB (goal < 50 MiB)",
+                peak as f64 / 1024.0
+            ),
+            peak < 50 * 1024,
+        );
+    }
+}
+
+/// The machine and the plan, first, so a pasted output says what it was measured on.
+pub fn print_header(args: &Args, broker_pid: Option<u32>) {
+    print_machine(broker_pid);
+    println!(
+        "phases: warm-up {:.0}s each; {} rounds of {:.0}s raw + {:.0}s bridge (full load, then 50% \
+         open loop); isendu {:.0}s; concurrency {}; {} channels; isendu batch {}",
+        args.warmup().as_secs_f64(),
+        args.rounds(),
+        args.round_duration().as_secs_f64(),
+        args.round_duration().as_secs_f64(),
+        args.duration().as_secs_f64(),
+        args.concurrency,
+        args.channels,
+        args.batch
+    );
+}
+
+fn print_machine(broker_pid: Option<u32>) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let ncpu = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let version = Command::new("rabbitmqctl")
+        .arg("version")
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    println!(
+        "machine: {ncpu} CPUs, {cpu}; RabbitMQ {version} (beam pid {})",
+        broker_pid.map_or("?".into(), |p| p.to_string())
+    );
+}
+
+/// The bridge's full-load request time, split by its own histograms (means over the rounds):
+/// the client's mean latency against the handler's time and the broker's confirm wait says
+/// whether the gap is work in the bridge or waiting around it.
+pub fn print_split(split: &Split, bridge: &PhaseResult, raw: &PhaseResult) {
+    if split.requests <= 0.0 {
+        println!("time split: the bridge's /metrics could not be read");
+        return;
+    }
+    let client_ms = bridge.hist.mean() / 1000.0;
+    let handler_ms = split.handler * 1000.0;
+    let confirm_ms = split.confirm_wait * 1000.0;
+    println!(
+        "time split, bridge full load (means): client {client_ms:.2} ms = outside the handler \
+         {:.2} ms (sockets, hyper, waiting for a CPU, load generator) + handler {:.0} µs besides \
+         the confirm wait + confirm wait {confirm_ms:.2} ms; raw publish+confirm {:.2} ms",
+        client_ms - handler_ms,
+        (handler_ms - confirm_ms) * 1000.0,
+        raw.hist.mean() / 1000.0,
+    );
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "| phase | events/s | requests/s | p50 | p99 | p99.9 | errors | CPU µs/event bridge / broker / load gen | machine busy | bridge RSS peak |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|");
+    for r in rows {
+        let per = |cpu_us: Option<u64>| {
+            cpu_us.map_or("-".to_string(), |c| {
+                format!("{:.0}", c as f64 / r.events.max(1) as f64)
+            })
+        };
+        println!(
+            "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} / {} / {} | {:.0}% | {} |",
+            r.name,
+            r.events_per_sec,
+            r.ops_per_sec,
+            fmt_us(r.p50),
+            fmt_us(r.p99),
+            fmt_us(r.p999),
+            r.errors,
+            per(r.cpu.bridge_us),
+            per(r.cpu.broker_us),
+            per(Some(r.cpu.self_us)),
+            r.cpu.machine_busy * 100.0,
+            r.rss_kib
+                .map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+        );
+    }
+}
+
+fn verdict(text: &str, ok: bool) {
+    println!("  [{}] {text}", if ok { "met" } else { "NOT met" });
+}
+
+/// Microseconds as milliseconds, with two decimals below 10 ms where they still mean something.
+pub fn fmt_us(us: u64) -> String {
+    if us >= 10_000 {
+        format!("{:.0} ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.2} ms", us as f64 / 1000.0)
+    }
+}
+
+/// The median of `v` (sorted in place); 0 for an empty slice. Per-round ratios are summarised
+/// by their median so that one round hit by a neighbour's CPU burst does not move the verdict.
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_even_and_empty_slices() {
+        assert_eq!(median(&mut [0.9, 0.7, 0.8]), 0.8);
+        assert!((median(&mut [0.9, 0.7, 0.8, 0.6]) - 0.75).abs() < 1e-12);
+        assert_eq!(median(&mut []), 0.0);
+    }
+}
