@@ -55,6 +55,12 @@ fn build(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The standard endpoints, one per provider (shared with the tests and the fuzz targets).
+#[allow(dead_code)]
+mod fixtures {
+    include!("../../fixtures/endpoints.rs");
+}
+
 /// Write the bridge's config into `dir`: loopback ports picked now, the run's own exchange, the
 /// spool in the temporary directory, production defaults for everything else. Literal secrets
 /// are fine here (the bridge warns about them); nothing outside this run ever sees them.
@@ -74,19 +80,9 @@ channels = {channels}
 [spool]
 dir = "{spool}"
 
-[[endpoint]]
-name = "wegocod-bench"
-provider = "wegocod"
-path = "/webhooks/wegocod"
-secret = "bench-wegocod-secret"
-
-[[endpoint]]
-name = "isendu-bench"
-provider = "isendu"
-path = "/webhooks/isendu"
-secret = "bench-isendu-path-token"
-"#,
-        spool = spool.display()
+{endpoints}"#,
+        spool = spool.display(),
+        endpoints = fixtures::standard_endpoints_toml()
     );
     let path = dir.join("bridge.toml");
     std::fs::write(&path, text)?;
