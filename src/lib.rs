@@ -22,9 +22,10 @@ pub mod publisher;
 pub mod spool;
 // Policy: the acknowledgement rule, the drainer, the stray keeper.
 pub mod delivery;
-// The edges: HTTP listeners, and `send`.
+// The edges: HTTP listeners, `send`, and the operator tools (`tail`, `unrouted replay`).
 pub mod http;
 pub mod send;
+pub mod tools;
 // Wiring.
 pub mod app;
 

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use webhook_bridge::config::Config;
 use webhook_bridge::secret::redact_url;
 use webhook_bridge::send;
+use webhook_bridge::tools::{tail, unrouted};
 
 /// jemalloc rather than the C library's malloc. The release image is a static musl binary, and
 /// musl's allocator made the bridge spend 70 µs of CPU per event instead of 40 and cut isendu
@@ -97,6 +98,47 @@ enum Command {
         /// Extra header, `Name: value`; repeatable (e.g. a generic endpoint's event header).
         #[arg(long = "header", short = 'H')]
         headers: Vec<String>,
+    },
+    /// Print the messages published to the exchange as they pass, from a temporary queue of its
+    /// own, until Ctrl-C or SIGTERM.
+    Tail {
+        #[arg(
+            long,
+            env = "WEBHOOK_BRIDGE_CONFIG",
+            default_value = "webhook-bridge.toml"
+        )]
+        config: PathBuf,
+        /// Topic binding pattern (`*.order.status_changed`, `mailship.#`); repeatable; default `#`.
+        #[arg(long = "routing-key", value_name = "PATTERN")]
+        routing_keys: Vec<String>,
+        /// Print each message's JSON body on one line instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The queue `<exchange>.unrouted`, where messages no queue was bound for are kept.
+    Unrouted {
+        #[command(subcommand)]
+        command: UnroutedCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UnroutedCommand {
+    /// Move the messages in `<exchange>.unrouted` back to the exchange (one pass); those still
+    /// unroutable stay.
+    Replay {
+        #[arg(
+            long,
+            env = "WEBHOOK_BRIDGE_CONFIG",
+            default_value = "webhook-bridge.toml"
+        )]
+        config: PathBuf,
+        /// Count the messages per routing key; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Examine at most N messages.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
     },
 }
 
@@ -224,6 +266,39 @@ fn run(command: Command) -> anyhow::Result<()> {
             if !answer.is_success() {
                 anyhow::bail!("the endpoint answered {}", answer.status);
             }
+            Ok(())
+        }
+        Command::Tail {
+            config,
+            routing_keys,
+            json,
+        } => {
+            let cfg = Config::load(&config)?;
+            let opts = tail::TailOptions {
+                patterns: routing_keys,
+                json,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(tail::run(&cfg.amqp, &opts, std::io::stdout()))?;
+            Ok(())
+        }
+        Command::Unrouted {
+            command:
+                UnroutedCommand::Replay {
+                    config,
+                    dry_run,
+                    limit,
+                },
+        } => {
+            let cfg = Config::load(&config)?;
+            let opts = unrouted::ReplayOptions { dry_run, limit };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let report = runtime.block_on(unrouted::replay(&cfg.amqp, opts))?;
+            println!("{report}");
             Ok(())
         }
     }

@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["dedup", "envelope"],
     &["publisher", "spool"],
     &["delivery"],
-    &["http", "send"],
+    &["http", "send", "tools"],
     &["app"],
 ];
 

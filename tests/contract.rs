@@ -387,6 +387,10 @@ fn other_requests() -> Vec<Request> {
         br#"{"order":[42,{"reference":"SHOP-2"}],"tracking":[{"trackingNumber":"T-1","steps":[{"status":"in giacenza","datetime":"2026-05-09 10:00:00","location":{"city":"Roma"}}]}]}"#,
     ));
     out.push(send(
+        "isendu-it",
+        br#"{"sentAt":"2026-05-09T10:00:00Z","store":{"id":7},"order":[{"uuid":"o-ctx","status":"NEW"}],"tracking":[{"uuid":"t-ctx","steps":[{"timestamp":"2026-05-09T09:00:00Z","status":"DELIVERED","location":"Roma"},{"timestamp":"2026-05-09T07:00:00Z","status":"IN_TRANSIT"}]}]}"#,
+    ));
+    out.push(send(
         "wegocod-ma",
         br#"{"event":"order.status_updated","order":{"reference":"ORD-9","new_status":"teleported"}}"#,
     ));
@@ -517,13 +521,14 @@ fn status_vocabulary_and_mapping_tables_match_the_code() {
     );
 
     type Table = fn(&str) -> Status;
-    let tables: [(&str, Table); 6] = [
+    // Mailship stock advice statuses are not mapped (`status: null`, checked by the schema of
+    // their channel in the test below): their section has no table.
+    let tables: [(&str, Table); 5] = [
         ("#### modexpress", modexpress::status),
         ("#### wegocod", wegocod::status),
         ("#### peddler", peddler::status),
         ("#### isendu", isendu::status),
         ("#### mailship expeditions", mailship::expedition_status),
-        ("#### mailship stock advices", mailship::stock_advice_status),
     ];
     let mut checked = 0;
     for (heading, map) in tables {

@@ -8,17 +8,24 @@
 //! - a **batch** `{"order":[…],"tracking":[…]}`: each element becomes its own event, orders
 //!   first then tracking, each in array order, with `batch = {index, size}` counted over the whole
 //!   request. Missing, `null` or empty arrays are fine (zero events). Keys other than `order` and
-//!   `tracking` next to them are ignored; a body with neither key (other than `{}`), or where one
-//!   of them is not an array, is published whole as `isendu.unrecognized`. An element that is
-//!   not an object becomes an unrecognized event of its own; the rest of the batch is unaffected.
+//!   `tracking` next to them are kept: copied into every order and tracking event of the request
+//!   as `batch_context` (up to [`MAX_BATCH_CONTEXT`] bytes of JSON; a body with more is published
+//!   whole as `isendu.unrecognized`, rather than multiplied by the batch size). A body with
+//!   neither key (other than `{}`), or where one of them is not an array, is published whole as
+//!   `isendu.unrecognized`. An element that is not an object becomes an unrecognized event of its
+//!   own; the rest of the batch is unaffected.
+//!
+//! A tracking element's **current step** is the newest of its `steps` by `timestamp` (isendu
+//! documents the step timestamp as UTC and gives the array no order), not the last element.
 //!
 //! Routing: `order[i]` → `isendu.order.updated`, `tracking[i]` → `isendu.shipment.status_changed`.
 //! Natural key of an element: its `uuid` + `:` + SHA-256 of the element's raw bytes, so a retried
 //! batch yields the same ids while a new update of the same order or shipment yields a new one.
 
+use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Deserialize;
-use serde_json::Value;
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
 use super::{
@@ -142,6 +149,20 @@ pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
     if size > MAX_EVENTS_PER_REQUEST {
         return Err(ParseError::TooManyEvents(size));
     }
+    let context: Map<String, Value> = map
+        .iter()
+        .filter(|(k, _)| *k != "order" && *k != "tracking")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let context = if context.is_empty() {
+        None
+    } else if json_len(&context) > MAX_BATCH_CONTEXT {
+        return Ok(Parsed::Events(vec![Event::unrecognized("", raw)]));
+    } else {
+        let mut extra = Map::new();
+        extra.insert(BATCH_CONTEXT.into(), Value::Object(context));
+        Some(extra)
+    };
     let mut events = Vec::with_capacity(size);
     for element in orders {
         events.push(order_event(element));
@@ -151,8 +172,24 @@ pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
     }
     for (index, event) in events.iter_mut().enumerate() {
         event.batch = Some(Batch { index, size });
+        if !event.is_unrecognized() {
+            event.extra.clone_from(&context);
+        }
     }
     Ok(Parsed::Events(events))
+}
+
+/// The `data` key under which a batch's other top-level keys are kept.
+pub const BATCH_CONTEXT: &str = "batch_context";
+
+/// Most bytes of JSON a batch's other top-level keys may take. They are copied into each of its
+/// events, so more would be multiplied by the batch size; such a body is published whole as one
+/// unrecognized event instead.
+pub const MAX_BATCH_CONTEXT: usize = 1024;
+
+/// Length of `map` written as JSON.
+fn json_len(map: &Map<String, Value>) -> usize {
+    serde_json::to_vec(map).map_or(usize::MAX, |v| v.len())
 }
 
 fn handshake(inbound: &Inbound<'_>, key_id: &Value) -> Result<Parsed, ParseError> {
@@ -213,12 +250,12 @@ fn tracking_event(element: Box<RawValue>) -> Event {
     };
     let uuid = str_at(&value, "/uuid");
     let key = natural_key(uuid.as_deref(), &element);
-    let last_step = value
+    let current = value
         .get("steps")
         .and_then(Value::as_array)
-        .and_then(|steps| steps.last());
+        .and_then(|steps| current_step(steps));
     let provider_status = str_at(&value, "/status")
-        .or_else(|| last_step.and_then(|s| str_at(s, "/status")))
+        .or_else(|| current.and_then(|s| str_at(s, "/status")))
         .filter(|s| !s.is_empty());
     let delivered = matches!(value.get("delivered"), Some(Value::Bool(true)))
         || matches!(value.get("delivered"), Some(Value::String(s)) if s.eq_ignore_ascii_case("true"));
@@ -233,7 +270,7 @@ fn tracking_event(element: Box<RawValue>) -> Event {
         provider_status.as_deref().map_or(Status::Unknown, status)
     });
     event.provider_status = provider_status;
-    if let Some(step) = last_step {
+    if let Some(step) = current {
         event.location = step
             .get("location")
             .filter(|l| !l.is_null() && l.as_str() != Some(""))
@@ -243,6 +280,47 @@ fn tracking_event(element: Box<RawValue>) -> Event {
             .filter(|s| !s.is_empty());
     }
     event
+}
+
+/// The current step of a tracking element: the newest by `timestamp`, the later one in the array
+/// on a tie. Steps whose `timestamp` cannot be read are passed over; when none can be read, the
+/// last step.
+fn current_step(steps: &[Value]) -> Option<&Value> {
+    let mut newest: Option<(DateTime<Utc>, &Value)> = None;
+    for step in steps {
+        if let Some(at) = step_time(step)
+            && newest.is_none_or(|(best, _)| at >= best)
+        {
+            newest = Some((at, step));
+        }
+    }
+    newest.map(|(_, step)| step).or_else(|| steps.last())
+}
+
+/// A step's `timestamp`: RFC 3339, or a date and time without an offset (isendu documents the
+/// step timestamp as UTC), or Unix seconds (milliseconds when that large).
+fn step_time(step: &Value) -> Option<DateTime<Utc>> {
+    match step.get("timestamp")? {
+        Value::String(s) => {
+            let s = s.trim();
+            if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+                return Some(t.with_timezone(&Utc));
+            }
+            ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+                .map(|t| t.and_utc())
+        }
+        Value::Number(n) => {
+            let n = n.as_i64()?;
+            if n.unsigned_abs() >= 100_000_000_000 {
+                DateTime::from_timestamp_millis(n)
+            } else {
+                DateTime::from_timestamp(n, 0)
+            }
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -381,6 +459,91 @@ mod tests {
             parse_body(&ep, huge.as_bytes()),
             Err(ParseError::TooManyEvents(n)) if n == MAX_EVENTS_PER_REQUEST + 1
         ));
+    }
+
+    #[test]
+    fn current_step_is_the_newest_by_timestamp_not_the_last() {
+        let ep = isendu();
+        // Newest first in the array, as nothing in isendu's document forbids.
+        let body = br#"{"tracking":[{"uuid":"t1","steps":[
+            {"timestamp":"2026-05-09T14:40:00Z","datetime":"2026-05-09 16:40:00","status":"DELIVERED","location":"Torino"},
+            {"timestamp":"2026-05-09T08:15:00Z","status":"IN_TRANSIT","location":"Milano"},
+            {"timestamp":"2026-05-08T18:00:00Z","status":"PICKED_UP","location":"Roma"}]}]}"#;
+        let ev = events(&ep, &[], body);
+        assert_eq!(ev[0].provider_status.as_deref(), Some("DELIVERED"));
+        assert_eq!(ev[0].status, Some(Status::Delivered));
+        assert_eq!(ev[0].location, Some(Value::String("Torino".into())));
+        assert_eq!(ev[0].occurred_at.as_deref(), Some("2026-05-09T14:40:00Z"));
+
+        // Offsets are compared as instants; a timestamp without one is UTC.
+        let body = br#"{"tracking":[{"uuid":"t2","steps":[
+            {"timestamp":"2026-05-09T12:00:00+02:00","status":"IN_TRANSIT"},
+            {"timestamp":"2026-05-09 10:30:00","status":"OUT_FOR_DELIVERY"},
+            {"timestamp":"2026-05-09T10:15:00Z","status":"AT_HUB"}]}]}"#;
+        let ev = events(&ep, &[], body);
+        assert_eq!(ev[0].provider_status.as_deref(), Some("OUT_FOR_DELIVERY"));
+
+        // Unreadable timestamps are passed over; equal ones: the later in the array.
+        let body = br#"{"tracking":[{"uuid":"t3","steps":[
+            {"timestamp":"soon","status":"LOST"},
+            {"timestamp":"2026-05-09T08:00:00Z","status":"IN_TRANSIT"},
+            {"timestamp":"2026-05-09T08:00:00Z","status":"AT_HUB"},
+            {"status":"EXCEPTION"}]}]}"#;
+        let ev = events(&ep, &[], body);
+        assert_eq!(ev[0].provider_status.as_deref(), Some("AT_HUB"));
+
+        // No readable timestamp at all: the last step, its `datetime` as the time.
+        let body = br#"{"tracking":[{"uuid":"t4","steps":[
+            {"datetime":"2026-05-09 10:00:00","status":"IN_TRANSIT"},
+            {"datetime":"2026-05-09 09:00:00","status":"IN_GIACENZA"}]}]}"#;
+        let ev = events(&ep, &[], body);
+        assert_eq!(ev[0].status, Some(Status::Exception));
+        assert_eq!(ev[0].occurred_at.as_deref(), Some("2026-05-09 09:00:00"));
+
+        // Unix seconds and milliseconds.
+        let body = br#"{"tracking":[{"uuid":"t5","steps":[
+            {"timestamp":1778320800000,"status":"DELIVERED"},
+            {"timestamp":1778310000,"status":"IN_TRANSIT"}]}]}"#;
+        let ev = events(&ep, &[], body);
+        assert_eq!(ev[0].provider_status.as_deref(), Some("DELIVERED"));
+
+        // The element's own `status` still comes first.
+        let body = br#"{"tracking":[{"uuid":"t6","status":"RETURNING","steps":[
+            {"timestamp":"2026-05-09T08:00:00Z","status":"IN_TRANSIT"}]}]}"#;
+        assert_eq!(
+            events(&ep, &[], body)[0].provider_status.as_deref(),
+            Some("RETURNING")
+        );
+    }
+
+    #[test]
+    fn other_top_level_keys_are_kept_in_every_event() {
+        let ep = isendu();
+        let body = br#"{"store":{"id":7},"sentAt":"2026-05-09T10:00:00Z","order":[{"uuid":"o1"},42],"tracking":[{"uuid":"t1"}]}"#;
+        let ev = events(&ep, &[], body);
+        assert_eq!(ev.len(), 3);
+        let want = serde_json::json!({"store": {"id": 7}, "sentAt": "2026-05-09T10:00:00Z"});
+        for i in [0, 2] {
+            let extra = ev[i].extra.as_ref().expect("batch_context");
+            assert_eq!(extra[BATCH_CONTEXT], want, "event {i}");
+            assert_eq!(extra.len(), 1);
+        }
+        // An element that is not an object is unrecognized and carries only itself.
+        assert!(ev[1].is_unrecognized());
+        assert_eq!(ev[1].extra, None);
+        // Nothing else next to the arrays: no batch_context.
+        assert_eq!(events(&ep, &[], BATCH)[0].extra, None);
+
+        // More than MAX_BATCH_CONTEXT bytes would be copied into every event: the body is
+        // published whole as one unrecognized event instead.
+        let big = format!(
+            r#"{{"note":"{}","order":[{{"uuid":"o1"}},{{"uuid":"o2"}}]}}"#,
+            "x".repeat(MAX_BATCH_CONTEXT)
+        );
+        let ev = events(&ep, &[], big.as_bytes());
+        assert_eq!(ev.len(), 1);
+        assert!(ev[0].is_unrecognized());
+        assert_eq!(ev[0].payload.get(), big);
     }
 
     #[test]

@@ -13,7 +13,10 @@
 //!
 //! \* `productSku`, else `internalSku`, else `productId`: the same product gets the same subject in
 //! both product events. Stock and product events have `status: null`; a stock change carries
-//! Mailship's `changes` (before/after/delta per quantity) in `data.changes`.
+//! Mailship's `changes` (before/after/delta per quantity) in `data.changes`. Stock advice events
+//! have `status: null` too: a stock advice is an inbound delivery to the warehouse, whose
+//! statuses (`new`, `waiting`, `in_progress`, `finished`…) are not steps of an order's or a
+//! parcel's lifecycle; Mailship's value is in `provider_status`.
 //!
 //! Natural key: Mailship's `id` (documented as the id of the update event). For the two status
 //! events the new status is appended: should `id` ever turn out to be the expedition's or advice's
@@ -185,21 +188,6 @@ pub fn expedition_status(s: &str) -> Status {
     }
 }
 
-/// Stock advice (inbound delivery to the warehouse) status → canonical status. `waiting`
-/// ("awaiting inbound") means the goods are on their way; `finished` and `closed` mean they are
-/// in stock.
-pub fn stock_advice_status(s: &str) -> Status {
-    match s {
-        "new" => Status::Created,
-        "incorrect" => Status::Exception,
-        "waiting" => Status::InTransit,
-        "in_progress" | "partially_finished" => Status::Processing,
-        "finished" | "closed" => Status::Restocked,
-        "canceled" | "cancelled" => Status::Cancelled,
-        _ => Status::Unknown,
-    }
-}
-
 pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
     let (raw, value) = parse_json(inbound.body)?;
     let fixed = inbound.options.event.as_deref();
@@ -246,11 +234,7 @@ pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
                 .as_deref()
                 .map_or(Status::Unknown, expedition_status),
         ),
-        MailshipEvent::StockAdvice => Some(
-            provider_status
-                .as_deref()
-                .map_or(Status::Unknown, stock_advice_status),
-        ),
+        // Not an order status (see the module docs): `provider_status` only.
         _ => None,
     };
     event.provider_status = provider_status;
@@ -295,19 +279,25 @@ mod tests {
     }
 
     #[test]
-    fn stock_advice_status_table() {
-        for (s, want) in [
-            ("new", Status::Created),
-            ("incorrect", Status::Exception),
-            ("waiting", Status::InTransit),
-            ("in_progress", Status::Processing),
-            ("partially_finished", Status::Processing),
-            ("finished", Status::Restocked),
-            ("canceled", Status::Cancelled),
-            ("closed", Status::Restocked),
-            ("lost", Status::Unknown),
+    fn stock_advice_statuses_are_kept_out_of_the_order_vocabulary() {
+        let ep = endpoint(&PROVIDER);
+        for s in [
+            "new",
+            "incorrect",
+            "waiting",
+            "in_progress",
+            "partially_finished",
+            "finished",
+            "canceled",
+            "closed",
+            "lost",
         ] {
-            assert_eq!(stock_advice_status(s), want, "{s}");
+            let body = format!(r#"{{"id":"a-{s}","newStatus":"{s}","internalId":"SA-1"}}"#);
+            let ev = events(&ep, &[], body.as_bytes());
+            assert_eq!(ev[0].kind, "stock_advice.status_changed");
+            assert_eq!(ev[0].status, None, "{s}");
+            assert_eq!(ev[0].provider_status.as_deref(), Some(s));
+            assert_eq!(ev[0].natural_key, format!("a-{s}:{s}"));
         }
     }
 
@@ -343,7 +333,7 @@ mod tests {
                 STOCK_ADVICE,
                 "stock_advice.status_changed",
                 "testStockAdvice1",
-                Some(Status::Processing),
+                None,
             ),
         ] {
             let ev = events(&ep, &[], body);

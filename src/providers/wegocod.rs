@@ -47,7 +47,9 @@ pub const SAMPLES: &[Sample] = &[
     },
 ];
 
-/// `new_status` → canonical status (WeGoCOD status transition table).
+/// `new_status` → canonical status (WeGoCOD status transition table). WeGoCOD's `returned`
+/// means "customer refused / delivery failed" and may be followed by `delivered` (re-attempted)
+/// or by `return_received` (back at the warehouse): a failed delivery, not yet a return.
 pub fn status(s: &str) -> Status {
     match s {
         "pending" => Status::Created,
@@ -55,7 +57,7 @@ pub fn status(s: &str) -> Status {
         "prepared" => Status::Packed,
         "out_for_delivery" => Status::OutForDelivery,
         "delivered" => Status::Delivered,
-        "returned" => Status::Returning,
+        "returned" => Status::DeliveryFailed,
         "return_received" => Status::Returned,
         "returned_to_stock" => Status::Restocked,
         "cancelled" | "canceled" => Status::Cancelled,
@@ -123,7 +125,7 @@ mod tests {
             ("prepared", Status::Packed),
             ("out_for_delivery", Status::OutForDelivery),
             ("delivered", Status::Delivered),
-            ("returned", Status::Returning),
+            ("returned", Status::DeliveryFailed),
             ("return_received", Status::Returned),
             ("returned_to_stock", Status::Restocked),
             ("teleported", Status::Unknown),
