@@ -108,8 +108,10 @@ enum Command {
             default_value = "webhook-bridge.toml"
         )]
         config: PathBuf,
-        /// Topic binding pattern (`*.order.status_changed`, `mailship.#`); repeatable; default `#`.
-        #[arg(long = "routing-key", value_name = "PATTERN")]
+        /// Topic binding pattern (`*.order.status_changed`, `mailship.#`); repeatable; at least
+        /// one. While `tail` runs, a matching message no other queue is bound for goes to `tail`
+        /// only, not to `<exchange>.unrouted`: watch what consumers bind, not `#`, in production.
+        #[arg(long = "routing-key", value_name = "PATTERN", required = true)]
         routing_keys: Vec<String>,
         /// Print each message's JSON body on one line instead of a summary.
         #[arg(long)]

@@ -273,7 +273,7 @@ async fn tail_prints_every_event_and_consumers_still_get_every_one() {
     let bridge = Bridge::start().await;
     // A real consumer's queue, acking as it goes.
     let mut consumer = bridge.consumer("#").await;
-    let mut everything = Tail::start(&bridge, &["--json"]);
+    let mut everything = Tail::start(&bridge, &["--json", "--routing-key", "#"]);
     let mut narrow = Tail::start(
         &bridge,
         &[

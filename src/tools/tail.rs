@@ -31,7 +31,7 @@ pub const ALL: &str = "#";
 /// What to watch and how to print it.
 #[derive(Debug, Clone, Default)]
 pub struct TailOptions {
-    /// Topic binding patterns; empty means [`ALL`].
+    /// Topic binding patterns (the command line requires at least one); empty means [`ALL`].
     pub patterns: Vec<String>,
     /// Print each message's JSON body (one line) instead of a summary line.
     pub json: bool,
