@@ -150,7 +150,9 @@ fn check_signature_lists(
     else {
         return;
     };
-    let count = body.first().map_or(0, |&b| usize::from(b) % (MAX_SIGNATURES + 4));
+    let count = body
+        .first()
+        .map_or(0, |&b| usize::from(b) % (MAX_SIGNATURES + 4));
     let position = body.get(1).map_or(0, |&b| usize::from(b) % (count + 1));
     let mut entries: Vec<String> = body
         .chunks(body.len().div_ceil(count.max(1)).max(1))
@@ -177,6 +179,11 @@ fn check_signature_lists(
     if entries.len() <= MAX_SIGNATURES {
         assert_eq!(result, Ok(()), "{} entries", entries.len());
     } else {
-        assert_eq!(result, Err(AuthError::Malformed), "{} entries", entries.len());
+        assert_eq!(
+            result,
+            Err(AuthError::Malformed),
+            "{} entries",
+            entries.len()
+        );
     }
 }
