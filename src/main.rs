@@ -264,7 +264,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 answer.status,
                 answer.latency.as_secs_f64() * 1000.0
             );
-            println!("{}", String::from_utf8_lossy(&answer.body));
+            println!("{}", answer.printable_body());
             if !answer.is_success() {
                 anyhow::bail!("the endpoint answered {}", answer.status);
             }

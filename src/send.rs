@@ -85,6 +85,20 @@ impl Answer {
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
+
+    /// The body as it is printed. The isendu URL check is answered `{"response": "<API secret
+    /// key>"}`: a JSON object's `response` field is printed as `"***"`. Anything else is
+    /// printed as it came.
+    pub fn printable_body(&self) -> String {
+        if let Ok(serde_json::Value::Object(mut answer)) =
+            serde_json::from_slice::<serde_json::Value>(&self.body)
+            && let Some(response) = answer.get_mut("response")
+        {
+            *response = serde_json::Value::String("***".into());
+            return serde_json::Value::Object(answer).to_string();
+        }
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
 }
 
 /// How long `send` waits for the whole answer.
@@ -331,6 +345,29 @@ secret = "tok-123"
         let p = prepare(&cfg, &o, SystemTime::now()).unwrap();
         assert_eq!(p.url, "http://gw:80/prefix/isendu/tok-123");
         assert_eq!(p.body, crate::providers::isendu::HANDSHAKE);
+    }
+
+    fn answer(body: &[u8]) -> Answer {
+        Answer {
+            status: 200,
+            body: body.to_vec(),
+            latency: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_handshake_answer_is_printed_without_the_api_secret() {
+        let printed = answer(br#"{"response":"fake-isendu-api-secret"}"#).printable_body();
+        assert!(!printed.contains("fake-isendu-api-secret"), "{printed}");
+        assert_eq!(printed, r#"{"response":"***"}"#);
+        // Other answers are printed as they came.
+        for body in [
+            &br#"{"accepted":2}"#[..],
+            br#"{"error":"unauthorized"}"#,
+            b"not json",
+        ] {
+            assert_eq!(answer(body).printable_body().as_bytes(), body);
+        }
     }
 
     #[test]

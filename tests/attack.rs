@@ -237,3 +237,37 @@ known_events = ["invoice.paid"]
     bridge.cleanup().await;
     bridge.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_is_refused_before_the_body_is_read() {
+    broker_available().await;
+    let mut bridge = Bridge::start().await;
+    for (path, credential) in [
+        (
+            "/webhooks/modexpress",
+            "authorization: Bearer wrong-token\r\n",
+        ),
+        (
+            "/webhooks/peddler",
+            "x-webhook-shared-token: wrong-token\r\n",
+        ),
+        ("/webhooks/isendu/wrong-token", ""),
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", bridge.port))
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\n{credential}content-length: 1048576\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.expect("head");
+        // No byte of the body is sent: the answer must not wait for it (408 after 3 s).
+        let started = Instant::now();
+        let answer = answer_head(&mut s, Duration::from_secs(2))
+            .await
+            .unwrap_or_else(|| panic!("{path}: no answer before the body"));
+        assert!(answer.starts_with("http/1.1 401"), "{path}: {answer}");
+        assert!(started.elapsed() < Duration::from_secs(1), "{path}");
+    }
+    bridge.cleanup().await;
+    bridge.terminate();
+}

@@ -1,5 +1,5 @@
-//! MACs: decoding the one a sender presents, computing and comparing ours (constant-time), and
-//! the Standard Webhooks signing key.
+//! MACs: decoding the one a sender presents, computing ours, and the Standard Webhooks signing
+//! key.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -8,6 +8,17 @@ use sha2::{Sha256, Sha512};
 
 use super::{AuthError, HmacAlgorithm, MacEncoding};
 use crate::secret::Secret;
+
+#[cfg(test)]
+thread_local! {
+    /// MACs computed on this thread, for the tests that bound the cost of refusing.
+    pub(super) static MACS_COMPUTED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn count_mac() {
+    #[cfg(test)]
+    MACS_COMPUTED.with(|c| c.set(c.get() + 1));
+}
 
 pub(super) fn decode_mac(value: &str, encoding: MacEncoding) -> Result<Vec<u8>, AuthError> {
     let decoded = match encoding {
@@ -20,38 +31,15 @@ pub(super) fn decode_mac(value: &str, encoding: MacEncoding) -> Result<Vec<u8>, 
     Ok(decoded)
 }
 
-/// `Mac::verify_slice` is constant-time and rejects a MAC of the wrong length outright.
-pub(super) fn verify_mac(
-    algorithm: HmacAlgorithm,
-    key: &[u8],
-    parts: &[&[u8]],
-    mac: &[u8],
-) -> bool {
-    match algorithm {
-        HmacAlgorithm::Sha256 => {
-            let Ok(mut m) = Hmac::<Sha256>::new_from_slice(key) else {
-                return false;
-            };
-            parts.iter().for_each(|p| m.update(p));
-            m.verify_slice(mac).is_ok()
-        }
-        HmacAlgorithm::Sha512 => {
-            let Ok(mut m) = Hmac::<Sha512>::new_from_slice(key) else {
-                return false;
-            };
-            parts.iter().for_each(|p| m.update(p));
-            m.verify_slice(mac).is_ok()
-        }
-    }
-}
-
-/// HMAC of `parts`. HMAC takes keys of any length, so `None` does not happen in practice; the
-/// callers then send an empty signature, which never verifies.
+/// HMAC of `parts`: the one place a MAC is computed, to sign or to verify (compare the result
+/// with `subtle`, never with `==`). HMAC takes keys of any length, so `None` does not happen in
+/// practice; `sign` then sends an empty signature, which never verifies.
 pub(super) fn compute_mac(
     algorithm: HmacAlgorithm,
     key: &[u8],
     parts: &[&[u8]],
 ) -> Option<Vec<u8>> {
+    count_mac();
     fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]]) -> Option<Vec<u8>> {
         let mut m = <M as hmac::digest::KeyInit>::new_from_slice(key).ok()?;
         parts.iter().for_each(|p| m.update(p));

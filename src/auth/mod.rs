@@ -5,6 +5,24 @@
 //!
 //! Verifiers see only headers, the path token and the raw body; they know nothing of providers,
 //! configuration files or HTTP responses.
+//!
+//! # Two entry points, so that refusing is cheap
+//!
+//! - [`verify_head`] needs only the request head. Call it before reading the body: the schemes
+//!   that do not cover the body (bearer, basic, header token, path token) are decided there
+//!   ([`HeadCheck::Authenticated`] or an error), so a wrong token is refused without reading a
+//!   byte of the body. For the signature schemes it checks everything the head alone can tell
+//!   (the signature header is present, once, well-formed, of the right length, not too many
+//!   signatures, the timestamp is fresh) and answers [`HeadCheck::BodyRequired`]: the request is
+//!   *not* authenticated yet. [`needs_body`] tells the same from the configuration alone.
+//! - [`verify`] decides with the body, for every scheme; after a `BodyRequired` it is the one
+//!   that authenticates. (It repeats the head checks, which cost nothing next to the MAC.)
+//!
+//! Cost of a refusal, whatever the sender puts in the head: at most one MAC over the body per
+//! configured secret. The expected MAC is computed once per secret and compared (constant time)
+//! with each presented signature; signatures that cannot be a MAC of the configured algorithm
+//! (wrong length) are dropped before any decoding or hashing; a Standard Webhooks header with
+//! more than [`MAX_SIGNATURES`] entries is refused as [`AuthError::Malformed`] without hashing.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,8 +41,13 @@ mod sign;
 
 pub use self::ip::{check_ip, client_ip};
 pub use self::mac::{BadWebhookKey, standard_webhooks_key};
-use self::mac::{decode_mac, verify_mac};
+use self::mac::{compute_mac, decode_mac};
 pub use self::sign::{Signed, sign};
+
+/// Most entries a Standard Webhooks `webhook-signature` header may carry. Senders list one
+/// signature per active key (two during a rotation); a longer list is refused as malformed
+/// before any hashing.
+pub const MAX_SIGNATURES: usize = 8;
 
 /// How requests to an endpoint prove they come from the provider.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -87,6 +110,16 @@ pub enum HmacAlgorithm {
     Sha512,
 }
 
+impl HmacAlgorithm {
+    /// Bytes of a MAC.
+    pub fn output_len(self) -> usize {
+        match self {
+            Self::Sha256 => 32,
+            Self::Sha512 => 64,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MacEncoding {
@@ -95,8 +128,19 @@ pub enum MacEncoding {
     Base64,
 }
 
-/// Why a request was not authenticated. The HTTP layer answers 401 (403 for `IpNotAllowed`)
-/// with a generic body; the variant only goes to metrics and logs.
+impl MacEncoding {
+    /// Characters of `len` bytes in this encoding (base64 padded, as decoded).
+    pub fn encoded_len(self, len: usize) -> usize {
+        match self {
+            Self::Hex => 2 * len,
+            Self::Base64 => 4 * len.div_ceil(3),
+        }
+    }
+}
+
+/// Why a request was not authenticated. The HTTP layer answers 403 for the errors of
+/// [`check_ip`] (`IpNotAllowed`, `ForwardedMalformed`) and 401 for the others, with a generic
+/// body; the variant only goes to metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error("credentials missing")]
@@ -111,6 +155,8 @@ pub enum AuthError {
     Stale,
     #[error("source address not allowed")]
     IpNotAllowed,
+    #[error("X-Forwarded-For from a trusted proxy does not parse")]
+    ForwardedMalformed,
 }
 
 impl AuthError {
@@ -123,6 +169,7 @@ impl AuthError {
             Self::Mismatch => "mismatch",
             Self::Stale => "stale",
             Self::IpNotAllowed => "ip_not_allowed",
+            Self::ForwardedMalformed => "forwarded_malformed",
         }
     }
 }
@@ -136,20 +183,42 @@ pub struct Credentials<'a> {
     pub now: SystemTime,
 }
 
-/// Verify `creds` against any of `secrets` (several during a rotation).
-pub fn verify(
+/// What [`verify_head`] could decide from the request head alone.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadCheck {
+    /// The scheme does not cover the body and the credentials are right: authenticated.
+    Authenticated,
+    /// The head is well-formed, but the scheme signs the body: the request is not authenticated
+    /// until [`verify`] has seen the body.
+    BodyRequired,
+}
+
+/// Whether `auth` covers the body, so that only [`verify`], after the body, can authenticate.
+pub fn needs_body(auth: &AuthConfig) -> bool {
+    matches!(
+        auth,
+        AuthConfig::Hmac { .. } | AuthConfig::StandardWebhooks { .. }
+    )
+}
+
+/// Check what the request head carries, before the body is read (see the module docs).
+/// `Authenticated` only for schemes that do not cover the body; `BodyRequired` otherwise.
+pub fn verify_head(
     auth: &AuthConfig,
     secrets: &[Secret],
-    creds: &Credentials<'_>,
-) -> Result<(), AuthError> {
+    headers: &HeaderMap,
+    path_token: Option<&str>,
+    now: SystemTime,
+) -> Result<HeadCheck, AuthError> {
     match auth {
         AuthConfig::Bearer => {
-            let value = single_header(creds.headers, &http::header::AUTHORIZATION)?;
+            let value = single_header(headers, &http::header::AUTHORIZATION)?;
             let token = strip_scheme(value, "Bearer").ok_or(AuthError::Malformed)?;
-            any_secret_eq(secrets, token.as_bytes())
+            any_secret_eq(secrets, token.as_bytes())?;
         }
         AuthConfig::Basic { username } => {
-            let value = single_header(creds.headers, &http::header::AUTHORIZATION)?;
+            let value = single_header(headers, &http::header::AUTHORIZATION)?;
             let encoded = strip_scheme(value, "Basic").ok_or(AuthError::Malformed)?;
             let decoded = B64
                 .decode(encoded.trim())
@@ -164,19 +233,18 @@ pub fn verify(
                 Some(expected) => bool::from(digest_eq(user, expected.as_bytes())),
                 None => true,
             };
-            match (password_ok, user_ok) {
-                (Ok(()), true) => Ok(()),
-                _ => Err(AuthError::Mismatch),
+            if !(password_ok.is_ok() && user_ok) {
+                return Err(AuthError::Mismatch);
             }
         }
         AuthConfig::Header { header } => {
             let name = header_name(header)?;
-            let value = single_header(creds.headers, &name)?;
-            any_secret_eq(secrets, value.as_bytes())
+            let value = single_header(headers, &name)?;
+            any_secret_eq(secrets, value.as_bytes())?;
         }
         AuthConfig::PathToken => {
-            let token = creds.path_token.ok_or(AuthError::Missing)?;
-            any_secret_eq(secrets, token.as_bytes())
+            let token = path_token.ok_or(AuthError::Missing)?;
+            any_secret_eq(secrets, token.as_bytes())?;
         }
         AuthConfig::Hmac {
             header,
@@ -184,22 +252,57 @@ pub fn verify(
             encoding,
             prefix,
         } => {
-            let name = header_name(header)?;
-            let value = single_header(creds.headers, &name)?.trim();
-            let value = match prefix {
-                Some(p) => value.strip_prefix(p.as_str()).ok_or(AuthError::Malformed)?,
-                None => value,
-            };
-            let mac = decode_mac(value, *encoding)?;
+            hmac_signature(headers, header, *algorithm, *encoding, prefix.as_deref())?;
+            return Ok(HeadCheck::BodyRequired);
+        }
+        AuthConfig::StandardWebhooks { tolerance } => {
+            StandardHead::parse(headers, now, *tolerance)?;
+            return Ok(HeadCheck::BodyRequired);
+        }
+    }
+    Ok(HeadCheck::Authenticated)
+}
+
+/// Verify `creds` against any of `secrets` (several during a rotation): the whole decision,
+/// for every scheme.
+pub fn verify(
+    auth: &AuthConfig,
+    secrets: &[Secret],
+    creds: &Credentials<'_>,
+) -> Result<(), AuthError> {
+    match auth {
+        AuthConfig::Hmac {
+            header,
+            algorithm,
+            encoding,
+            prefix,
+        } => {
+            let mac = hmac_signature(
+                creds.headers,
+                header,
+                *algorithm,
+                *encoding,
+                prefix.as_deref(),
+            )?;
             for secret in secrets {
-                if verify_mac(*algorithm, secret.expose().as_bytes(), &[creds.body], &mac) {
+                if let Some(expected) =
+                    compute_mac(*algorithm, secret.expose().as_bytes(), &[creds.body])
+                    && bool::from(expected.as_slice().ct_eq(&mac))
+                {
                     return Ok(());
                 }
             }
             Err(AuthError::Mismatch)
         }
         AuthConfig::StandardWebhooks { tolerance } => {
-            verify_standard_webhooks(secrets, creds, *tolerance)
+            let head = StandardHead::parse(creds.headers, creds.now, *tolerance)?;
+            head.verify(secrets, creds.body)
+        }
+        AuthConfig::Bearer
+        | AuthConfig::Basic { .. }
+        | AuthConfig::Header { .. }
+        | AuthConfig::PathToken => {
+            verify_head(auth, secrets, creds.headers, creds.path_token, creds.now).map(|_| ())
         }
     }
 }
@@ -234,10 +337,13 @@ fn any_secret_eq(secrets: &[Secret], given: &[u8]) -> Result<(), AuthError> {
     if given.is_empty() {
         return Err(AuthError::Missing);
     }
+    let given = Sha256::digest(given);
     // Evaluate every secret so timing does not reveal which one matched.
     let mut ok = subtle::Choice::from(0);
     for secret in secrets {
-        ok |= digest_eq(secret.expose().as_bytes(), given);
+        ok |= Sha256::digest(secret.expose().as_bytes())
+            .as_slice()
+            .ct_eq(given.as_slice());
     }
     if bool::from(ok) {
         Ok(())
@@ -246,49 +352,117 @@ fn any_secret_eq(secrets: &[Secret], given: &[u8]) -> Result<(), AuthError> {
     }
 }
 
-fn verify_standard_webhooks(
-    secrets: &[Secret],
-    creds: &Credentials<'_>,
-    tolerance: Duration,
-) -> Result<(), AuthError> {
-    let id = single_header(creds.headers, &HeaderName::from_static("webhook-id"))?;
-    let ts = single_header(creds.headers, &HeaderName::from_static("webhook-timestamp"))?;
-    let sigs = single_header(creds.headers, &HeaderName::from_static("webhook-signature"))?;
-    let ts_secs: u64 = ts.trim().parse().map_err(|_| AuthError::Malformed)?;
-    let now = creds
-        .now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    if now.abs_diff(ts_secs) > tolerance.as_secs() {
-        return Err(AuthError::Stale);
-    }
-    let mut candidates = Vec::new();
-    for item in sigs.split_whitespace() {
-        if let Some(encoded) = item.strip_prefix("v1,") {
-            // An undecodable or empty signature never matches; others in the list still may.
-            if let Ok(mac) = B64.decode(encoded)
-                && !mac.is_empty()
-            {
-                candidates.push(mac);
-            }
-        }
-    }
-    if candidates.is_empty() {
+/// The MAC an `hmac` sender presents: one header, the prefix, then exactly the length of a MAC
+/// of `algorithm` in `encoding` (anything else is refused before it is decoded).
+fn hmac_signature(
+    headers: &HeaderMap,
+    header: &str,
+    algorithm: HmacAlgorithm,
+    encoding: MacEncoding,
+    prefix: Option<&str>,
+) -> Result<Vec<u8>, AuthError> {
+    let name = header_name(header)?;
+    let value = single_header(headers, &name)?.trim();
+    let value = match prefix {
+        Some(p) => value.strip_prefix(p).ok_or(AuthError::Malformed)?,
+        None => value,
+    };
+    if value.len() != encoding.encoded_len(algorithm.output_len()) {
         return Err(AuthError::Malformed);
     }
-    let parts: [&[u8]; 5] = [id.as_bytes(), b".", ts.as_bytes(), b".", creds.body];
-    for secret in secrets {
-        let Ok(key) = standard_webhooks_key(secret) else {
-            continue;
-        };
-        for mac in &candidates {
-            if verify_mac(HmacAlgorithm::Sha256, &key, &parts, mac) {
+    let mac = decode_mac(value, encoding)?;
+    if mac.len() != algorithm.output_len() {
+        return Err(AuthError::Malformed);
+    }
+    Ok(mac)
+}
+
+/// Bytes of a Standard Webhooks signature (HMAC-SHA256).
+const STANDARD_MAC_LEN: usize = 32;
+
+/// The Standard Webhooks headers, checked: id, fresh timestamp, and the `v1` signatures that
+/// can be HMAC-SHA256 outputs (at least one, at most [`MAX_SIGNATURES`] entries in all).
+struct StandardHead<'h> {
+    id: &'h str,
+    timestamp: &'h str,
+    signatures: Vec<[u8; STANDARD_MAC_LEN]>,
+}
+
+impl<'h> StandardHead<'h> {
+    fn parse(
+        headers: &'h HeaderMap,
+        now: SystemTime,
+        tolerance: Duration,
+    ) -> Result<Self, AuthError> {
+        let id = single_header(headers, &HeaderName::from_static("webhook-id"))?;
+        let timestamp = single_header(headers, &HeaderName::from_static("webhook-timestamp"))?;
+        let list = single_header(headers, &HeaderName::from_static("webhook-signature"))?;
+        let ts_secs: u64 = timestamp.trim().parse().map_err(|_| AuthError::Malformed)?;
+        let now = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if now.abs_diff(ts_secs) > tolerance.as_secs() {
+            return Err(AuthError::Stale);
+        }
+        let encoded_len = MacEncoding::Base64.encoded_len(STANDARD_MAC_LEN);
+        let mut signatures = Vec::new();
+        for (i, item) in list.split_whitespace().enumerate() {
+            if i == MAX_SIGNATURES {
+                return Err(AuthError::Malformed);
+            }
+            // Other versions, empty or undecodable signatures never match; the rest of the
+            // list still may.
+            let Some(encoded) = item.strip_prefix("v1,") else {
+                continue;
+            };
+            if encoded.len() != encoded_len {
+                continue;
+            }
+            if let Some(mac) = B64
+                .decode(encoded)
+                .ok()
+                .and_then(|m| <[u8; STANDARD_MAC_LEN]>::try_from(m).ok())
+            {
+                signatures.push(mac);
+            }
+        }
+        if signatures.is_empty() {
+            return Err(AuthError::Malformed);
+        }
+        Ok(Self {
+            id,
+            timestamp,
+            signatures,
+        })
+    }
+
+    /// One MAC per secret, compared with every presented signature.
+    fn verify(&self, secrets: &[Secret], body: &[u8]) -> Result<(), AuthError> {
+        let parts: [&[u8]; 5] = [
+            self.id.as_bytes(),
+            b".",
+            self.timestamp.as_bytes(),
+            b".",
+            body,
+        ];
+        for secret in secrets {
+            let Ok(key) = standard_webhooks_key(secret) else {
+                continue;
+            };
+            let Some(expected) = compute_mac(HmacAlgorithm::Sha256, &key, &parts) else {
+                continue;
+            };
+            let mut ok = subtle::Choice::from(0);
+            for signature in &self.signatures {
+                ok |= expected.as_slice().ct_eq(signature);
+            }
+            if bool::from(ok) {
                 return Ok(());
             }
         }
+        Err(AuthError::Mismatch)
     }
-    Err(AuthError::Mismatch)
 }
 
 #[cfg(test)]
@@ -448,6 +622,345 @@ mod tests {
             prefix: None,
         };
         assert!(verify(&auth, &[Secret::new("s")], &creds(&h, b"{}", None)).is_err());
+    }
+
+    fn macs_computed() -> usize {
+        mac::MACS_COMPUTED.with(|c| c.get())
+    }
+
+    fn reset_mac_count() {
+        mac::MACS_COMPUTED.with(|c| c.set(0));
+    }
+
+    fn standard_webhooks() -> AuthConfig {
+        AuthConfig::StandardWebhooks {
+            tolerance: Duration::from_secs(300),
+        }
+    }
+
+    /// Standard Webhooks headers with a fresh timestamp and `signatures` as given.
+    fn standard_headers(signatures: &str) -> HeaderMap {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            .to_string();
+        headers(&[
+            ("webhook-id", "msg_1"),
+            ("webhook-timestamp", &now),
+            ("webhook-signature", signatures),
+        ])
+    }
+
+    /// A well-formed but wrong `v1,` signature: base64 of 32 bytes.
+    fn bogus_v1(i: usize) -> String {
+        format!("v1,{}", B64.encode([(i % 251) as u8; 32]))
+    }
+
+    fn two_webhook_secrets() -> [Secret; 2] {
+        [
+            Secret::new("whsec_ZmFrZS1rZXktb25lLWZvci10ZXN0cw=="),
+            Secret::new("whsec_ZmFrZS1rZXktdHdvLWZvci10ZXN0cw=="),
+        ]
+    }
+
+    #[test]
+    fn a_flood_of_signatures_is_refused_without_hashing_the_body() {
+        let sigs: Vec<String> = (0..3_900).map(bogus_v1).collect();
+        let h = standard_headers(&sigs.join(" "));
+        let body = vec![b'x'; 4096];
+        reset_mac_count();
+        assert_eq!(
+            verify(
+                &standard_webhooks(),
+                &two_webhook_secrets(),
+                &creds(&h, &body, None)
+            ),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(macs_computed(), 0);
+    }
+
+    #[test]
+    fn standard_webhooks_computes_one_mac_per_secret_whatever_the_candidates() {
+        let secrets = two_webhook_secrets();
+        let body = br#"{"type":"invoice.paid"}"#;
+        let auth = standard_webhooks();
+        let signed = sign(&auth, &secrets[1], body, SystemTime::now(), "msg_1");
+        let (_, good) = signed
+            .headers
+            .iter()
+            .find(|(k, _)| k == "webhook-signature")
+            .unwrap();
+        // The most a header may carry: seven wrong signatures, then the right one.
+        let mut sigs: Vec<String> = (0..7).map(bogus_v1).collect();
+        sigs.push(good.to_str().unwrap().to_string());
+        let mut h = HeaderMap::new();
+        for (k, v) in signed.headers {
+            h.append(k, v);
+        }
+        h.insert(
+            "webhook-signature",
+            HeaderValue::from_str(&sigs.join(" ")).unwrap(),
+        );
+        reset_mac_count();
+        assert_eq!(verify(&auth, &secrets, &creds(&h, body, None)), Ok(()));
+        assert!(macs_computed() <= secrets.len(), "{}", macs_computed());
+
+        sigs.pop();
+        sigs.push(bogus_v1(99));
+        h.insert(
+            "webhook-signature",
+            HeaderValue::from_str(&sigs.join(" ")).unwrap(),
+        );
+        reset_mac_count();
+        assert_eq!(
+            verify(&auth, &secrets, &creds(&h, body, None)),
+            Err(AuthError::Mismatch)
+        );
+        assert_eq!(macs_computed(), secrets.len());
+    }
+
+    #[test]
+    fn signatures_of_the_wrong_length_are_dropped_before_hashing() {
+        // Base64 of 48 bytes and of 31 bytes: decodable, but not HMAC-SHA256 outputs.
+        let sigs = format!("v1,{} v1,{}", B64.encode([7u8; 48]), B64.encode([7u8; 31]));
+        let h = standard_headers(&sigs);
+        reset_mac_count();
+        assert_eq!(
+            verify(
+                &standard_webhooks(),
+                &two_webhook_secrets(),
+                &creds(&h, b"{}", None)
+            ),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(macs_computed(), 0);
+
+        for (algorithm, encoding, value) in [
+            (
+                HmacAlgorithm::Sha256,
+                MacEncoding::Hex,
+                hex::encode([1u8; 31]),
+            ),
+            (
+                HmacAlgorithm::Sha256,
+                MacEncoding::Hex,
+                hex::encode([1u8; 64]),
+            ),
+            (
+                HmacAlgorithm::Sha512,
+                MacEncoding::Base64,
+                B64.encode([1u8; 32]),
+            ),
+        ] {
+            let auth = AuthConfig::Hmac {
+                header: "x-sig".into(),
+                algorithm,
+                encoding,
+                prefix: None,
+            };
+            let h = headers(&[("x-sig", &value)]);
+            reset_mac_count();
+            assert_eq!(
+                verify(
+                    &auth,
+                    &[Secret::new("fake-one"), Secret::new("fake-two")],
+                    &creds(&h, b"{}", None)
+                ),
+                Err(AuthError::Malformed),
+                "{algorithm:?} {encoding:?} {value}"
+            );
+            assert_eq!(macs_computed(), 0, "{algorithm:?} {encoding:?}");
+        }
+    }
+
+    #[test]
+    fn hmac_computes_one_mac_per_secret() {
+        let auth = AuthConfig::Hmac {
+            header: "x-sig".into(),
+            algorithm: HmacAlgorithm::Sha256,
+            encoding: MacEncoding::Hex,
+            prefix: None,
+        };
+        let h = headers(&[("x-sig", &hex::encode([9u8; 32]))]);
+        let secrets = [
+            Secret::new("fake-one"),
+            Secret::new("fake-two"),
+            Secret::new("fake-three"),
+        ];
+        reset_mac_count();
+        assert_eq!(
+            verify(&auth, &secrets, &creds(&h, b"{}", None)),
+            Err(AuthError::Mismatch)
+        );
+        assert_eq!(macs_computed(), secrets.len());
+    }
+
+    fn all_schemes() -> Vec<AuthConfig> {
+        vec![
+            AuthConfig::Bearer,
+            AuthConfig::Basic {
+                username: Some("shop".into()),
+            },
+            AuthConfig::Header {
+                header: "x-token".into(),
+            },
+            AuthConfig::PathToken,
+            AuthConfig::Hmac {
+                header: "x-sig".into(),
+                algorithm: HmacAlgorithm::Sha512,
+                encoding: MacEncoding::Base64,
+                prefix: Some("sha512=".into()),
+            },
+            standard_webhooks(),
+        ]
+    }
+
+    #[test]
+    fn the_head_decides_token_schemes_and_defers_signature_schemes_to_the_body() {
+        let secret = Secret::new("whsec_ZmFrZS1oZWFkLWNoZWNrLWtleQ==");
+        let wrong = Secret::new("whsec_ZmFrZS1vdGhlci1rZXk=");
+        let now = SystemTime::now();
+        for auth in all_schemes() {
+            let signed = sign(&auth, &secret, b"{}", now, "msg_1");
+            let mut h = HeaderMap::new();
+            for (k, v) in signed.headers {
+                h.append(k, v);
+            }
+            let token = signed.path_suffix.as_deref();
+            reset_mac_count();
+            let head = verify_head(&auth, std::slice::from_ref(&secret), &h, token, now);
+            let wrong_head = verify_head(&auth, std::slice::from_ref(&wrong), &h, token, now);
+            assert_eq!(
+                macs_computed(),
+                0,
+                "{auth:?}: the head check hashed the body"
+            );
+            if needs_body(&auth) {
+                assert_eq!(head, Ok(HeadCheck::BodyRequired), "{auth:?}");
+                // The head cannot tell a wrong key: only `verify` can, with the body.
+                assert_eq!(wrong_head, Ok(HeadCheck::BodyRequired), "{auth:?}");
+                assert_eq!(
+                    verify(
+                        &auth,
+                        std::slice::from_ref(&wrong),
+                        &creds(&h, b"{}", token)
+                    ),
+                    Err(AuthError::Mismatch)
+                );
+            } else {
+                assert_eq!(head, Ok(HeadCheck::Authenticated), "{auth:?}");
+                assert_eq!(wrong_head, Err(AuthError::Mismatch), "{auth:?}");
+            }
+            // Nothing presented at all is refused from the head, whatever the scheme.
+            assert_eq!(
+                verify_head(
+                    &auth,
+                    std::slice::from_ref(&secret),
+                    &HeaderMap::new(),
+                    None,
+                    now
+                ),
+                Err(AuthError::Missing),
+                "{auth:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_head_refuses_what_no_body_can_fix() {
+        let auth = standard_webhooks();
+        let secrets = two_webhook_secrets();
+        let now = SystemTime::now();
+        let sigs: Vec<String> = (0..=MAX_SIGNATURES).map(bogus_v1).collect();
+        let flood = standard_headers(&sigs.join(" "));
+        assert_eq!(
+            verify_head(&auth, &secrets, &flood, None, now),
+            Err(AuthError::Malformed)
+        );
+        let at_most = standard_headers(&sigs[..MAX_SIGNATURES].join(" "));
+        assert_eq!(
+            verify_head(&auth, &secrets, &at_most, None, now),
+            Ok(HeadCheck::BodyRequired)
+        );
+        let later = now + Duration::from_secs(3600);
+        assert_eq!(
+            verify_head(&auth, &secrets, &at_most, None, later),
+            Err(AuthError::Stale)
+        );
+        let hmac = AuthConfig::Hmac {
+            header: "x-sig".into(),
+            algorithm: HmacAlgorithm::Sha256,
+            encoding: MacEncoding::Hex,
+            prefix: Some("sha256=".into()),
+        };
+        for (value, expected) in [
+            (
+                format!("sha256={}", hex::encode([1u8; 32])),
+                Ok(HeadCheck::BodyRequired),
+            ),
+            (hex::encode([1u8; 32]), Err(AuthError::Malformed)),
+            (
+                format!("sha256={}", "zz".repeat(32)),
+                Err(AuthError::Malformed),
+            ),
+            (
+                format!("sha256={}", hex::encode([1u8; 20])),
+                Err(AuthError::Malformed),
+            ),
+        ] {
+            let h = headers(&[("x-sig", &value)]);
+            assert_eq!(
+                verify_head(&hmac, &secrets, &h, None, now),
+                expected,
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unparsable_forwarded_hop_from_a_trusted_proxy_is_refused() {
+        // The proxy itself is inside the allowlist: taking the proxy for the client would let
+        // anything it forwards in.
+        let allow: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer: SocketAddr = "10.2.2.2:1234".parse().unwrap();
+        for xff in ["not-an-ip", "203.0.113.7, garbage", "10.1.1.1, ", "unknown"] {
+            let h = headers(&[("x-forwarded-for", xff)]);
+            assert!(check_ip(&allow, &proxies, peer, &h).is_err(), "{xff}");
+        }
+        // Garbage left of the first untrusted hop was written by the client: it does not matter.
+        let h = headers(&[("x-forwarded-for", "garbage, 10.9.9.9")]);
+        let allow_client: Vec<IpNet> = vec!["10.9.9.9/32".parse().unwrap()];
+        assert_eq!(
+            check_ip(&allow_client, &[], peer, &h),
+            Err(AuthError::IpNotAllowed)
+        );
+        let proxies_only: Vec<IpNet> = vec!["10.2.2.2/32".parse().unwrap()];
+        assert_eq!(check_ip(&allow_client, &proxies_only, peer, &h), Ok(()));
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_addresses_match_ipv4_networks_and_back() {
+        let allow: Vec<IpNet> = vec!["203.0.113.0/24".parse().unwrap()];
+        let mapped: SocketAddr = "[::ffff:203.0.113.7]:1234".parse().unwrap();
+        let outside: SocketAddr = "[::ffff:198.51.100.1]:1234".parse().unwrap();
+        let none = HeaderMap::new();
+        assert_eq!(check_ip(&allow, &[], mapped, &none), Ok(()));
+        assert_eq!(
+            check_ip(&allow, &[], outside, &none),
+            Err(AuthError::IpNotAllowed)
+        );
+        // An allowlist written in the mapped form matches plain IPv4 peers.
+        let allow_mapped: Vec<IpNet> = vec!["::ffff:203.0.113.0/120".parse().unwrap()];
+        let v4: SocketAddr = "203.0.113.7:1234".parse().unwrap();
+        assert_eq!(check_ip(&allow_mapped, &[], v4, &none), Ok(()));
+        // A proxy seen through an IPv6 socket is still trusted, and the hop it names too.
+        let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxy: SocketAddr = "[::ffff:10.2.2.2]:1234".parse().unwrap();
+        let h = headers(&[("x-forwarded-for", "::ffff:203.0.113.9")]);
+        assert_eq!(check_ip(&allow, &proxies, proxy, &h), Ok(()));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::providers::{Options, Provider};
 use crate::secret::{Secret, SecretSource};
 use crate::units::{de_duration, de_size};
 
+mod parse_error;
 mod raw;
 mod validate;
 
@@ -243,7 +244,7 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<inline>"),
-            message: e.to_string().trim_end().to_string(),
+            message: parse_error::describe(text, &e),
         })?;
         validate::validate(raw)
     }
@@ -335,6 +336,89 @@ urls = ["amqp://guest:guest@127.0.0.1:5672/%2f"]
             e.contains("unrouted_queue_type") && e.contains("quorum"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_misspelt_key_is_named_without_echoing_its_value() {
+        let text = format!(
+            "{BASE}\n[[endpoint]]\nname='a'\nprovider='peddler'\npath='/p'\nsecret='env:X'\n\n[[endpoint]]\nname='b'\nprovider='peddler'\npath='/q'\nsecrett = \"s3cr3t-value\"\n"
+        );
+        let line = text.lines().position(|l| l.starts_with("secrett")).unwrap() + 1;
+        let e = err(&text);
+        assert!(!e.contains("s3cr3t-value"), "{e}");
+        assert!(e.contains("secrett"), "{e}");
+        assert!(e.contains(&format!("line {line}")), "{e}");
+        assert!(e.contains("column 1"), "{e}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_not_echoed_either() {
+        // A secret pasted under a key that expects a list or a duration.
+        for (table, key) in [
+            (
+                "[[endpoint]]\nname='a'\nprovider='peddler'\npath='/p'\nsecret='env:X'\nallow_ips",
+                "allow_ips",
+            ),
+            ("[limits]\nheader_read_timeout", "header_read_timeout"),
+        ] {
+            let text = format!("{BASE}\n{table} = \"s3cr3t-value\"\n");
+            let e = err(&text);
+            assert!(!e.contains("s3cr3t-value"), "{e}");
+            assert!(e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn limits_durations_are_range_checked() {
+        for (key, value) in [
+            ("header_read_timeout", "0s"),
+            ("header_read_timeout", "99ms"),
+            ("header_read_timeout", "61s"),
+            ("body_read_timeout", "0s"),
+            ("body_read_timeout", "10m"),
+        ] {
+            let text = format!(
+                "{BASE}\n[limits]\n{key} = '{value}'\n[[endpoint]]\nname='a'\nprovider='peddler'\npath='/p'\nsecret='fake-long-enough-token'\n"
+            );
+            let e = err(&text);
+            assert!(e.contains(&format!("limits.{key}")), "{value}: {e}");
+        }
+        let ok = format!(
+            "{BASE}\n[limits]\nheader_read_timeout = '100ms'\nbody_read_timeout = '60s'\n[[endpoint]]\nname='a'\nprovider='peddler'\npath='/p'\nsecret='fake-long-enough-token'\n"
+        );
+        assert!(Config::from_toml(&ok).is_ok());
+    }
+
+    #[test]
+    fn short_token_secrets_are_warned_about_without_showing_them() {
+        // bearer (modexpress), header (peddler), path token (isendu), basic; HMAC keys are not
+        // sent with the request, so their length is not checked here.
+        let text = format!(
+            "{BASE}\n[[endpoint]]\nname='m'\nprovider='modexpress'\npath='/m'\nsecret='fake-short-1'\n\
+             [[endpoint]]\nname='p'\nprovider='peddler'\npath='/p'\nsecret=['fake-long-enough-token-2', 'fake-short-2']\n\
+             [[endpoint]]\nname='i'\nprovider='isendu'\npath='/i'\nsecret='fake-short-3'\napi_secret='fake-api-secret'\n\
+             [[endpoint]]\nname='b'\nprovider='mailship'\npath='/b'\nsecret='fake-short-4'\nauth={{kind='basic'}}\n\
+             [[endpoint]]\nname='w'\nprovider='wegocod'\npath='/w'\nsecret='fake-short-5'\n\
+             [[endpoint]]\nname='ok'\nprovider='modexpress'\npath='/ok'\nsecret='fake-long-enough-token-6'\n"
+        );
+        let cfg = Config::from_toml(&text).unwrap();
+        let short: Vec<&String> = cfg
+            .warnings
+            .iter()
+            .filter(|w| w.contains("shorter than 16 bytes"))
+            .collect();
+        for key in [
+            "endpoint[0].secret",
+            "endpoint[1].secret[1]",
+            "endpoint[2].secret",
+            "endpoint[3].secret",
+        ] {
+            assert!(short.iter().any(|w| w.starts_with(key)), "{key}: {short:?}");
+        }
+        assert_eq!(short.len(), 4, "{short:?}");
+        for w in &cfg.warnings {
+            assert!(!w.contains("fake-"), "{w}");
+        }
     }
 
     #[test]

@@ -77,7 +77,20 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
+/// Bounds of the `[limits]` timeouts: below 100 ms legitimate senders on a slow link are cut
+/// off; above a minute a slow client holds a connection (and its body buffer) for that long.
+const LIMIT_TIMEOUTS: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(60));
+
 fn limits(raw: RawLimits, max_body: u64) -> Result<Limits, ConfigError> {
+    let (min, max) = LIMIT_TIMEOUTS;
+    for (key, value) in [
+        ("limits.header_read_timeout", raw.header_read_timeout),
+        ("limits.body_read_timeout", raw.body_read_timeout),
+    ] {
+        if value < min || value > max {
+            return Err(invalid(key, "must be between 100ms and 60s"));
+        }
+    }
     if raw.max_connections == 0 {
         return Err(invalid("limits.max_connections", "must be at least 1"));
     }
@@ -222,8 +235,20 @@ fn secrets(
     }
     let mut secrets = Vec::with_capacity(raw.len());
     let mut sources = Vec::with_capacity(raw.len());
-    for raw_secret in &raw {
+    let many = raw.len() > 1;
+    for (i, raw_secret) in raw.iter().enumerate() {
         let (secret, source) = resolve_secret(raw_secret, &key("secret"))?;
+        if sent_verbatim(auth) && secret.expose().len() < MIN_TOKEN_LEN {
+            let which = if many {
+                key(&format!("secret[{i}]"))
+            } else {
+                key("secret")
+            };
+            warnings.push(format!(
+                "{which} is shorter than {MIN_TOKEN_LEN} bytes; a token sent with every request \
+                 should be long and random (e.g. 32 random bytes, hex-encoded)"
+            ));
+        }
         if source == SecretSource::Literal {
             warnings.push(format!(
                 "{} is a literal secret; prefer env: or file:",
@@ -249,6 +274,20 @@ fn secrets(
         sources.push(source);
     }
     Ok((secrets, sources))
+}
+
+/// Shorter tokens are warned about: they can be guessed online, one request per try.
+const MIN_TOKEN_LEN: usize = 16;
+
+/// Schemes where the secret itself travels with each request (rather than a MAC of the body).
+fn sent_verbatim(auth: &AuthConfig) -> bool {
+    matches!(
+        auth,
+        AuthConfig::Bearer
+            | AuthConfig::Basic { .. }
+            | AuthConfig::Header { .. }
+            | AuthConfig::PathToken
+    )
 }
 
 fn parse_nets(raw: &[String], key: &str) -> Result<Vec<IpNet>, ConfigError> {

@@ -1,5 +1,6 @@
-//! One provider request, top to bottom: route → method → IP → declared length → read the body
-//! (bounded in size and time) → authenticate → parse → encode → deliver → answer. Each step is a
+//! One provider request, top to bottom: route → method → IP → declared length → credentials
+//! in the head (token schemes are decided here) → body budget → read the body (bounded in size
+//! and time) → signature over the body → parse → encode → deliver → answer. Each step is a
 //! function returning `Result<_, Refusal>`; [`super::answer`] maps the result to a status code.
 //!
 //! **Architecture invariant:** nothing here talks to lapin or the spool; messages go to
@@ -21,7 +22,7 @@ use super::AppState;
 use super::answer::{Answer, Refusal, Resp};
 use super::guard::{GuardError, guard_margin, guarded};
 use super::router::Route;
-use crate::auth::{self, Credentials};
+use crate::auth::{self, Credentials, HeadCheck};
 use crate::config::{Config, EndpointConfig};
 use crate::envelope;
 use crate::message::Message;
@@ -106,15 +107,19 @@ async fn steps(
     }
     check_ip(endpoint, peer, req.headers())?;
     let declared = check_declared_length(req.headers(), config.max_body)?;
+    // Schemes that need no body are decided here: a wrong token costs no body read.
+    let head = authenticate_head(endpoint, req.headers(), route.token(req.uri().path()))?;
     let _budget = reserve_body_bytes(state, declared.unwrap_or(config.max_body))?;
     let (parts, body) = req.into_parts();
     let body = read_body(body, config, deadline).await?;
-    authenticate(
-        endpoint,
-        &parts.headers,
-        route.token(parts.uri.path()),
-        &body,
-    )?;
+    if head == HeadCheck::BodyRequired {
+        authenticate(
+            endpoint,
+            &parts.headers,
+            route.token(parts.uri.path()),
+            &body,
+        )?;
+    }
     let received = chrono::Utc::now();
     let events = match parse(endpoint, &parts.headers, &body)? {
         Parsed::Events(events) => events,
@@ -190,6 +195,26 @@ async fn read_body(body: Incoming, config: &Config, deadline: Instant) -> Result
     }
 }
 
+/// What the request head alone says of the credentials (see [`auth::verify_head`]).
+fn authenticate_head(
+    endpoint: &EndpointConfig,
+    headers: &HeaderMap,
+    path_token: Option<&str>,
+) -> Result<HeadCheck, Refusal> {
+    auth::verify_head(
+        &endpoint.auth,
+        &endpoint.secrets,
+        headers,
+        path_token,
+        SystemTime::now(),
+    )
+    .map_err(|e| {
+        debug!(endpoint = %endpoint.name, reason = e.reason(), "authentication failed");
+        Refusal::Unauthorized
+    })
+}
+
+/// The full check, over the body, for schemes that sign it.
 fn authenticate(
     endpoint: &EndpointConfig,
     headers: &HeaderMap,
