@@ -181,7 +181,8 @@ where
 /// Shutdown order: stop accepting and let in-flight requests finish (each ends confirmed,
 /// spooled or 503 before its deadline) → give the drainer up to `[spool] shutdown_drain` to
 /// empty the spool → stop it (what it had not seen confirmed stays in the spool for the next
-/// start) → close the broker connection.
+/// start; an empty spool's directory is emptied, so any release starts on it) → close the
+/// broker connection.
 pub async fn serve(config: Config) -> Result<(), StartError> {
     for w in &config.warnings {
         warn!("{w}");
@@ -294,19 +295,29 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         drain_before_exit(spool, config.spool.shutdown_drain).await;
     }
     let _ = amqp_stop_tx.send(true);
+    let mut stopped = true;
     if let Some(drainer) = drainer
         && tokio::time::timeout(CLOSE_TIMEOUT, drainer).await.is_err()
     {
         warn!("spool drainer did not stop in time");
+        stopped = false;
     }
     if tokio::time::timeout(CLOSE_TIMEOUT, strays).await.is_err() {
         warn!("spooling of returned messages did not stop in time");
+        stopped = false;
     }
     if !held.is_empty() {
         error!(
             events = held.len(),
             "unroutable messages of answered requests could not be spooled before exit: they are lost"
         );
+    } else if stopped && let Some(spool) = &spool_at_exit {
+        // Drained: leave a directory any release can start on (docs/deploy.md, rollbacks).
+        match spool.release_if_drained() {
+            Ok(true) => info!("spool drained: its directory is left empty"),
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "could not empty the drained spool directory"),
+        }
     }
     if tokio::time::timeout(CLOSE_TIMEOUT, link).await.is_err() {
         warn!("broker connection did not close in time");

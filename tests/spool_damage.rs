@@ -729,3 +729,53 @@ async fn a_spool_of_a_newer_format_is_refused_at_start_and_left_untouched() {
     assert_eq!(snapshot(&dir), before, "nothing in the spool was changed");
     bridge.cleanup().await;
 }
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_spool_drained_at_exit_is_left_empty_and_one_that_is_not_keeps_its_format() {
+    broker_available().await;
+    let proxy = Proxy::start("127.0.0.1:5672", Mode::Cut).await;
+    let mut opts = proxy.bridge_options();
+    opts.tables = "shutdown_drain = \"1s\"\n".into();
+    let mut bridge = Bridge::start_with(BridgeOptions {
+        tables: opts.tables.clone(),
+        ..proxy.bridge_options()
+    })
+    .await;
+    load::declare_exchange(&bridge.exchange).await;
+    let mut consumer = bridge.consumer("wegocod.#").await;
+    let acked = spool_events(&bridge, "exit", 50).await;
+    let dir = spool_dir(&bridge);
+
+    // Broker still down at SIGTERM: the events stay, and with them the format marks.
+    assert!(bridge.terminate().success());
+    let kept = names(&dir);
+    eprintln!("after SIGTERM with 50 events pending: {kept:?}");
+    assert!(kept.contains(&"format".to_string()));
+    assert!(kept.contains(&"00000000000000000000.seg".to_string()));
+
+    bridge.restart(&opts).await;
+    proxy.restore();
+    let (seen, _) = load::collect(&mut consumer, &acked, Duration::from_secs(15)).await;
+    assert!(acked.is_subset(&seen), "every spooled event arrives");
+    wait_metric(
+        &bridge,
+        "webhook_bridge_spool_events",
+        0.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(bridge.terminate().success());
+    let left = names(&dir);
+    eprintln!("after SIGTERM with the spool drained: {left:?}");
+    assert_eq!(left, ["lock"], "nothing an older release could stumble on");
+    bridge.cleanup().await;
+}

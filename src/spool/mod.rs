@@ -144,6 +144,10 @@ pub(super) struct State {
     writer_alive: bool,
     /// The last write or fsync failed and none has succeeded since.
     write_failed: bool,
+    /// The writer has admitted records it has not counted yet (writing and fsync'ing them).
+    committing: bool,
+    /// [`Spool::release_if_drained`] emptied the directory: nothing is written any more.
+    released: bool,
 }
 
 pub(super) struct Shared {
@@ -439,6 +443,8 @@ impl Spool {
             pending_bytes,
             writer_alive: true,
             write_failed: false,
+            committing: false,
+            released: false,
             full: false,
             commits: 0,
         };
@@ -524,6 +530,41 @@ impl Spool {
     /// Events waiting to be published.
     pub fn pending_events(&self) -> u64 {
         self.shared.lock().pending_events
+    }
+
+    /// At exit, when nothing is pending: empty the directory (the segments hold confirmed
+    /// records only; the cursor, the `format` file and the guard for older releases go too), so
+    /// that any release, an older one included, starts on it. Segments set aside after damage
+    /// stay. Appends after it are refused. Returns whether it did.
+    pub fn release_if_drained(&self) -> Result<bool, SpoolError> {
+        {
+            let mut st = self.shared.lock();
+            if st.pending_events > 0
+                || st.committing
+                || self.shared.queued.load(Ordering::SeqCst) > 0
+            {
+                return Ok(false);
+            }
+            st.released = true;
+        }
+        let dir = &self.shared.dir;
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            match (classify(name), name) {
+                (Entry::Segment(_), _) if entry.file_type()?.is_file() => {
+                    fs::remove_file(entry.path())?
+                }
+                (_, "cursor" | "format") => fs::remove_file(entry.path())?,
+                (_, OLD_RELEASE_GUARD) => fs::remove_dir_all(entry.path())?,
+                _ => {}
+            }
+        }
+        sync_dir(dir)?;
+        Ok(true)
     }
 }
 
@@ -911,6 +952,26 @@ mod tests {
         second.await.unwrap().unwrap();
         assert_eq!(spool.pending_events(), 2);
         assert_eq!(spool.shared.queued.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_drained_spool_is_released_for_any_release_and_refuses_appends_after() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&config(tmp.path(), 1 << 30), Metrics::new().unwrap()).unwrap();
+        spool.append(&[msg(0)]).await.unwrap();
+        assert!(!spool.release_if_drained().unwrap(), "an event is pending");
+        assert!(tmp.path().join("format").exists());
+        assert_eq!(drain_all(&spool).await.len(), 1);
+        assert!(spool.release_if_drained().unwrap());
+        let left: Vec<String> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["lock"]);
+        assert!(matches!(
+            spool.append(&[msg(1)]).await,
+            Err(SpoolError::Stopped)
+        ));
     }
 
     #[tokio::test]

@@ -192,6 +192,10 @@ pub(super) fn writer(shared: Arc<Shared>, rx: Receiver<Append>, file: File) {
         {
             let mut st = shared.lock();
             for a in group {
+                if st.released {
+                    let _ = a.reply.send(Err(SpoolError::Stopped));
+                    continue;
+                }
                 if a.reply.is_closed() {
                     // Its request was answered already (503): writing it now would only publish
                     // an event the provider is retrying anyway.
@@ -208,6 +212,7 @@ pub(super) fn writer(shared: Arc<Shared>, rx: Receiver<Append>, file: File) {
                 events += a.events;
                 waiters.push(a.reply);
             }
+            st.committing = !waiters.is_empty();
         }
         if waiters.is_empty() {
             continue;
@@ -238,6 +243,7 @@ pub(super) fn writer(shared: Arc<Shared>, rx: Receiver<Append>, file: File) {
                 st.pending_bytes += bytes;
                 st.pending_events += events;
                 st.commits += 1;
+                st.committing = false;
                 shared.publish_gauges(&st);
                 drop(st);
                 shared.appended.notify_one();
@@ -247,6 +253,7 @@ pub(super) fn writer(shared: Arc<Shared>, rx: Receiver<Append>, file: File) {
             }
             Err(e) => {
                 active.failed(&shared, &e);
+                shared.lock().committing = false;
                 for w in waiters {
                     let _ = w.send(Err(SpoolError::Io(std::io::Error::new(
                         e.kind(),
