@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-60}"; shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(parse_any parse_isendu parse_mailship parse_generic auth_verify)
+[ ${#targets[@]} -eq 0 ] && targets=(parse_any parse_isendu parse_mailship parse_generic auth_verify spool_record)
 
 # Seeds: each sample prefixed with every selector byte 0..15 and an empty x-event line.
 for t in "${targets[@]}"; do

@@ -124,6 +124,15 @@ pub struct SpoolConfig {
     /// the pod. `0s` exits at once.
     #[serde(default = "default_shutdown_drain", deserialize_with = "de_duration")]
     pub shutdown_drain: Duration,
+    /// Most bytes of records waiting for the spool's writer thread (written and fsync'd as one
+    /// group). An append that would pass it is refused at once (503 + Retry-After) rather than
+    /// queued in memory; an append alone in the queue is always taken.
+    #[serde(default = "default_spool_queue_max", deserialize_with = "de_size")]
+    pub queue_max_bytes: u64,
+}
+
+fn default_spool_queue_max() -> u64 {
+    16 * 1024 * 1024
 }
 
 fn default_shutdown_drain() -> Duration {
@@ -137,6 +146,7 @@ impl Default for SpoolConfig {
             dir: default_spool_dir(),
             max_bytes: default_spool_max(),
             shutdown_drain: default_shutdown_drain(),
+            queue_max_bytes: default_spool_queue_max(),
         }
     }
 }

@@ -37,6 +37,12 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if raw.spool.enabled && raw.spool.max_bytes < 4096 {
         return Err(invalid("spool.max_bytes", "must be at least 4KiB"));
     }
+    if raw.spool.enabled && !(4096..=1024 * 1024 * 1024).contains(&raw.spool.queue_max_bytes) {
+        return Err(invalid(
+            "spool.queue_max_bytes",
+            "must be between 4KiB and 1GiB",
+        ));
+    }
     if raw.dedup.enabled && raw.dedup.max_entries == 0 {
         return Err(invalid("dedup.max_entries", "must be at least 1"));
     }

@@ -19,16 +19,13 @@ use crate::spool::{Cursor, Spool};
 /// How long the drainer waits for the confirms of one batch.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Start the drainer: until `shutdown` turns true.
-pub fn start(
+/// The drainer: runs until `shutdown` turns true. Whatever it had read and not seen confirmed
+/// when it stops (or panics) stays in the spool: the next run reads it again.
+pub async fn run(
     spool: Arc<Spool>,
     publisher: Arc<Publisher>,
-    shutdown: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(drain(spool, publisher, shutdown))
-}
-
-async fn drain(spool: Arc<Spool>, publisher: Arc<Publisher>, mut shutdown: watch::Receiver<bool>) {
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut failures: u32 = 0;
     // After a batch with a returned (unroutable, unparkable) message: one record at a time up to
     // the end of that batch (see the module docs).

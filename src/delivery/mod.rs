@@ -2,7 +2,8 @@
 //! messages are either all confirmed by the broker, or all fsync'd to the spool, or the provider
 //! gets a 503 with Retry-After; nothing in between is ever answered 2xx — and the two background
 //! movers between broker and spool: the [`drainer`] (spool → broker) and the [`strays`] keeper
-//! (returned messages nobody could park → spool).
+//! (returned messages nobody could park → spool). Readiness ([`Delivery::ready`]) also counts
+//! the supervised background tasks ([`TaskHealth`]): one that panicked is down until restarted.
 //!
 //! Time budget: the broker gets until `deadline - spool_reserve`; whatever is not confirmed by
 //! then goes to the spool, which has the reserve to fsync. Every answer is due before `deadline`.
@@ -12,6 +13,7 @@
 //! arrive unordered from providers anyway.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
@@ -19,7 +21,7 @@ use tracing::{debug, warn};
 use crate::dedup::Dedup;
 use crate::message::Message;
 use crate::metrics::Metrics;
-use crate::metrics::labels::{EventOutcome, FailureReason};
+use crate::metrics::labels::{EventOutcome, FailureReason, Task};
 use crate::publisher::{PublishError, Publisher};
 use crate::spool::{Spool, SpoolError};
 
@@ -58,6 +60,42 @@ pub struct Delivered {
     pub events: Vec<EventOutcome>,
 }
 
+/// Which supervised background tasks are down: between a panic and their restart.
+#[derive(Debug, Default)]
+pub struct TaskHealth {
+    /// One bit per [`Task`], by its position in [`Task::ALL`].
+    down: AtomicU32,
+}
+
+impl TaskHealth {
+    fn bit(task: Task) -> u32 {
+        let i = Task::ALL.iter().position(|&t| t == task).unwrap_or(0);
+        1 << i
+    }
+
+    pub fn set_down(&self, task: Task, down: bool) {
+        if down {
+            self.down.fetch_or(Self::bit(task), Ordering::SeqCst);
+        } else {
+            self.down.fetch_and(!Self::bit(task), Ordering::SeqCst);
+        }
+    }
+
+    /// The tasks down now.
+    pub fn down(&self) -> Vec<Task> {
+        let down = self.down.load(Ordering::SeqCst);
+        Task::ALL
+            .iter()
+            .copied()
+            .filter(|&t| down & Self::bit(t) != 0)
+            .collect()
+    }
+
+    pub fn all_up(&self) -> bool {
+        self.down.load(Ordering::SeqCst) == 0
+    }
+}
+
 /// Publishes a request's messages, falling back as the rule says.
 pub struct Delivery {
     publisher: Arc<Publisher>,
@@ -66,6 +104,7 @@ pub struct Delivery {
     /// Time kept back from the broker for the spool's fsync.
     spool_reserve: Duration,
     metrics: Metrics,
+    tasks: Arc<TaskHealth>,
 }
 
 /// How long providers are told to wait before retrying after a 503.
@@ -98,7 +137,13 @@ impl Delivery {
             dedup,
             spool_reserve,
             metrics,
+            tasks: Arc::default(),
         }
+    }
+
+    /// Health of the background tasks, which their supervisor keeps up to date.
+    pub fn tasks(&self) -> &Arc<TaskHealth> {
+        &self.tasks
     }
 
     pub fn publisher(&self) -> &Arc<Publisher> {
@@ -109,9 +154,11 @@ impl Delivery {
         self.spool.as_ref()
     }
 
-    /// Ready for traffic: connected to the broker, or the spool can take events.
+    /// Ready for traffic: every background task runs, and the broker is connected or the spool
+    /// can take events (its writer runs, its last write succeeded, it is not full).
     pub fn ready(&self) -> bool {
-        self.publisher.is_connected() || self.spool.as_ref().is_some_and(|s| s.accepting())
+        self.tasks.all_up()
+            && (self.publisher.is_connected() || self.spool.as_ref().is_some_and(|s| s.accepting()))
     }
 
     /// Make `messages` durable before `deadline`, or say that it could not be done; and what
@@ -195,6 +242,7 @@ impl Delivery {
             Ok(Err(e)) => {
                 let reason = match e {
                     SpoolError::Full { .. } => FailureReason::SpoolFull,
+                    SpoolError::Busy { .. } => FailureReason::SpoolBusy,
                     _ => FailureReason::SpoolError,
                 };
                 self.metrics

@@ -74,6 +74,8 @@ label_set! {
         Returned => "returned",
         AmqpError => "amqp_error",
         SpoolFull => "spool_full",
+        /// The spool writer's queue was over `[spool] queue_max_bytes`: refused at once.
+        SpoolBusy => "spool_busy",
         SpoolError => "spool_error",
         SpoolTimeout => "spool_timeout",
     }
@@ -129,5 +131,17 @@ mod tests {
                 "{labels:?}"
             );
         }
+    }
+}
+
+label_set! {
+    /// A supervised background task (`task_restarts_total{task}`).
+    pub enum Task {
+        /// Publishes spooled records (`delivery::drainer`).
+        Drainer => "drainer",
+        /// Spools returned messages nobody could park (`delivery::strays`).
+        Strays => "strays",
+        /// The broker connection manager (`publisher::link`).
+        Link => "link",
     }
 }

@@ -12,7 +12,7 @@ use prometheus::{
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use self::labels::{ConnectionError, FailureReason};
+use self::labels::{ConnectionError, FailureReason, Task};
 
 /// Buckets for latencies judged against a 5-second provider window: fine below 100 ms where a
 /// healthy broker lives, then steps up to and past the ack deadline.
@@ -55,6 +55,14 @@ pub struct Metrics {
     pub spool_bytes: IntGauge,
     /// `[spool] max_bytes`; 0 when the spool is off. Alerts divide by it.
     pub spool_max_bytes: IntGauge,
+    /// Spooled records found damaged (lost), at least one per damaged region.
+    pub spool_damaged_records_total: IntCounter,
+    /// Segments that had damage, set aside as `<id>.seg.damaged` once drained.
+    pub spool_damaged_segments_total: IntCounter,
+    /// Spool writes or fsyncs that failed (each refused the events it carried).
+    pub spool_write_errors_total: IntCounter,
+    /// Background tasks restarted after a panic, by task ([`Task`]).
+    pub task_restarts_total: IntCounterVec,
     /// Provider requests between head parsed and answer (including ones refused as overloaded).
     pub in_flight_requests: IntGauge,
     /// Log lines dropped because the log writer was [`crate::logging::BUFFERED_LINES`] behind;
@@ -185,6 +193,37 @@ impl Metrics {
                 "Capacity of the local spool ([spool] max_bytes); 0 when the spool is off.",
             ))?,
         )?;
+        let spool_damaged_records_total = registered(
+            &registry,
+            IntCounter::with_opts(opts(
+                "spool_damaged_records_total",
+                "Spooled records found damaged on disk and lost (at least one per damaged region).",
+            ))?,
+        )?;
+        let spool_damaged_segments_total = registered(
+            &registry,
+            IntCounter::with_opts(opts(
+                "spool_damaged_segments_total",
+                "Spool segments that had damage, kept as <id>.seg.damaged once drained.",
+            ))?,
+        )?;
+        let spool_write_errors_total = registered(
+            &registry,
+            IntCounter::with_opts(opts(
+                "spool_write_errors_total",
+                "Spool writes or fsyncs that failed.",
+            ))?,
+        )?;
+        let task_restarts_total = registered(
+            &registry,
+            IntCounterVec::new(
+                opts(
+                    "task_restarts_total",
+                    "Background tasks restarted after a panic, by task.",
+                ),
+                &["task"],
+            )?,
+        )?;
         let in_flight_requests = registered(
             &registry,
             IntGauge::with_opts(opts(
@@ -219,6 +258,11 @@ impl Metrics {
                 .with_label_values(&[reason.label()])
                 .inc_by(0);
         }
+        for task in Task::ALL {
+            task_restarts_total
+                .with_label_values(&[task.label()])
+                .inc_by(0);
+        }
         Ok(Self {
             registry,
             requests_total,
@@ -234,6 +278,10 @@ impl Metrics {
             spool_events,
             spool_bytes,
             spool_max_bytes,
+            spool_damaged_records_total,
+            spool_damaged_segments_total,
+            spool_write_errors_total,
+            task_restarts_total,
             in_flight_requests,
             log_lines_dropped_total,
             log_lines_dropped_seen: Arc::new(AtomicU64::new(0)),

@@ -162,9 +162,20 @@ impl Link {
 
 impl Publisher {
     /// Connection manager: connect, watch, reconnect. Exits on shutdown, closing the connection.
-    pub(super) async fn manage(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// Run again after a panic, it closes the link the previous run left (whose events it can no
+    /// longer watch) and connects anew.
+    pub async fn manage(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut attempt: u32 = 0;
-        let mut ever_connected = false;
+        let mut ever_connected = self.link.borrow().is_some();
+        if let Some(left) = self.link.send_replace(None) {
+            self.metrics.amqp_connected.set(0);
+            self.metrics.amqp_blocked.set(0);
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                left.conn.close(320, ShortString::from("reconnect")),
+            )
+            .await;
+        }
         loop {
             if *shutdown.borrow() {
                 break;

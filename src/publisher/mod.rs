@@ -107,9 +107,17 @@ impl Publisher {
     /// Create the publisher and spawn its connection manager. Returns before the first connect;
     /// `is_connected` tells when the broker is usable.
     pub fn start(cfg: AmqpConfig, metrics: Metrics, shutdown: watch::Receiver<bool>) -> Arc<Self> {
+        let publisher = Self::new(cfg, metrics);
+        tokio::spawn(Arc::clone(&publisher).manage(shutdown));
+        publisher
+    }
+
+    /// Create the publisher without its connection manager: the caller runs
+    /// [`Publisher::manage`] (under a supervisor that starts it again should it panic).
+    pub fn new(cfg: AmqpConfig, metrics: Metrics) -> Arc<Self> {
         let (link, _) = watch::channel(None);
         let unrouted = Arc::from(cfg.unrouted_queue().as_str());
-        let publisher = Arc::new(Self {
+        Arc::new(Self {
             cfg,
             metrics,
             link,
@@ -117,9 +125,7 @@ impl Publisher {
             stopped: watch::channel(false).0,
             strays: Arc::default(),
             unrouted,
-        });
-        tokio::spawn(Arc::clone(&publisher).manage(shutdown));
-        publisher
+        })
     }
 
     pub fn is_connected(&self) -> bool {

@@ -4,26 +4,34 @@
 //! spooled records (`delivery::drainer`) reads them through [`Spool::next_batch`] and
 //! [`Spool::confirm`].
 //!
-//! - [`record`]: the record format (length, CRC, versioned payload);
-//! - [`files`]: segment files, the cursor file, reading records back;
+//! - [`record`]: the record format (magic, length, CRC, versioned payload) and the scan that
+//!   sorts a segment into records, damaged regions and a torn tail;
+//! - [`files`]: segment files, the cursor and format files, reading records back;
 //! - [`writer`]: the group-commit writer thread;
-//! - [`reader`]: batches for the drainer, in order, and deleting what was confirmed.
+//! - [`reader`]: batches for the drainer, in order, and retiring what was confirmed.
 //!
 //! **Invariants:**
 //! - `append` returns `Ok` only after the records are written and `fdatasync`'d.
-//! - The cursor never moves past a record the broker has not confirmed; a segment is deleted only
-//!   when every record in it was confirmed and it is no longer written to. A stale cursor (lost
-//!   on a crash) only means some records are published twice, with the same `message_id`.
-//! - One writer thread owns the active segment; the reader only reads, and deletes segments the
+//! - The cursor never moves past a record the broker has not confirmed; a segment is retired
+//!   only when every record in it was confirmed and it is no longer written to. A stale cursor
+//!   (lost on a crash) only means some records are published twice, with the same `message_id`;
+//!   a cursor that names no record boundary is not trusted (replay, never skip).
+//! - Damage loses the damaged records only: reading resumes at the next whole record, and a
+//!   segment that had damage is renamed `<id>.seg.damaged` when retired, never deleted.
+//! - Segment ids only grow, past every id on disk and the one the cursor file names.
+//! - One writer thread owns the active segment; the reader only reads, and retires segments the
 //!   writer has left.
+//! - A spool directory carries its format number ([`FORMAT`], in the `format` file); a newer
+//!   one than this release reads is refused before anything in the directory is touched.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
-use tokio::sync::{Notify, mpsc, oneshot};
-use tracing::{info, warn};
+use tokio::sync::{Notify, oneshot};
+use tracing::{error, info, warn};
 
 use crate::config::SpoolConfig;
 use crate::message::Message;
@@ -31,18 +39,40 @@ use crate::metrics::Metrics;
 
 mod files;
 mod reader;
-mod record;
+pub mod record;
 mod writer;
 
 pub use self::files::Cursor;
-use self::files::{count_records, create_segment, read_cursor, scan_segment, segment_path};
+use self::files::{
+    Entry, classify, create_segment, damaged_path, read_cursor, read_segment, segment_path,
+    sync_dir, write_durably,
+};
 pub use self::reader::Batch;
-use self::record::{encode_record, fits_in_record};
+use self::record::{Damage, Scan, encode_record, fits_in_record};
+
+/// The spool format this release writes: record format 2 in new segments. It reads every
+/// format up to this one (format 1: records without a magic, spools without a `format` file).
+pub const FORMAT: u32 = 2;
+
+/// A directory named like segment 0, which releases before format 2 (that know no `format`
+/// file) cannot read as a segment: they refuse to start on the spool instead of taking its
+/// format-2 segments for corrupt ones and deleting them.
+const OLD_RELEASE_GUARD: &str = "00000000000000000000.seg";
+
+const OLD_RELEASE_GUARD_README: &str = "\
+This spool directory holds records in spool format 2 or newer (see the file `format`).
+webhook-bridge releases that read only format 1 (they write no `format` file) would take its
+segments for corrupt ones: this directory makes them refuse to start instead
+(\"Is a directory\"). Drain the spool with a release that reads its format, or see
+docs/deploy.md, \"Upgrades and rollbacks\".
+";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error("spool is full ({max_bytes} bytes)")]
     Full { max_bytes: u64 },
+    #[error("spool writer is busy ({queued} bytes queued, at most {max_bytes})")]
+    Busy { queued: u64, max_bytes: u64 },
     #[error("spool I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("spool writer has stopped")]
@@ -51,6 +81,16 @@ pub enum SpoolError {
     Locked,
     #[error("an event of {bytes} bytes does not fit in a spool record")]
     TooLarge { bytes: usize },
+    #[error(
+        "the spool is in format {found}, newer than this release reads (formats up to \
+         {supported}); nothing in it was changed. Run a release that reads format {found} until \
+         the spool is drained (docs/deploy.md, \"Upgrades and rollbacks\")"
+    )]
+    NewerFormat { found: u32, supported: u32 },
+    #[error(
+        "the spool's `format` file does not hold a format number ({content:?}); nothing in the spool was changed"
+    )]
+    BadFormatFile { content: String },
 }
 
 /// One request's records on their way to the writer.
@@ -60,10 +100,30 @@ pub(super) struct Append {
     reply: oneshot::Sender<Result<(), SpoolError>>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Segment {
-    /// Bytes of whole, valid, fsync'd records.
+    /// End of the last whole record or damaged region (for the active segment: of the last
+    /// fsync'd record). Reads stop here.
     len: u64,
+    /// Record version of the segment (1 for segments of a format-1 spool).
+    version: u8,
+    /// Regions that held no valid record; reads step over them.
+    damaged: Vec<Damage>,
+    /// Records (and their bytes) of this segment not yet confirmed.
+    pending_events: u64,
+    pending_bytes: u64,
+}
+
+impl Segment {
+    fn empty() -> Self {
+        Self {
+            len: 0,
+            version: record::VERSION,
+            damaged: Vec::new(),
+            pending_events: 0,
+            pending_bytes: 0,
+        }
+    }
 }
 
 pub(super) struct State {
@@ -71,22 +131,31 @@ pub(super) struct State {
     /// Segment the writer appends to.
     active: u64,
     cursor: Cursor,
-    /// Records (and their bytes) not yet confirmed by the broker. `max_bytes` bounds
-    /// `pending_bytes`; confirmed records still on disk (at most one segment, deleted as soon as
-    /// the writer moves on) are not counted.
+    /// Records (and their bytes) not yet confirmed by the broker, over all segments. `max_bytes`
+    /// bounds `pending_bytes`; confirmed records still on disk (at most one segment, retired as
+    /// soon as the writer moves on) are not counted.
     pending_events: u64,
     pending_bytes: u64,
     /// An append was refused for lack of room, and nothing was drained since.
     full: bool,
     /// Group commits (write + fsync) done since start.
     commits: u64,
-    /// The writer is running (it stops on shutdown or a fatal error).
+    /// The writer is running (it stops on shutdown, or if it panicked).
     writer_alive: bool,
+    /// The last write or fsync failed and none has succeeded since.
+    write_failed: bool,
+    /// The writer has admitted records it has not counted yet (writing and fsync'ing them).
+    committing: bool,
+    /// [`Spool::release_if_drained`] emptied the directory: nothing is written any more.
+    released: bool,
 }
 
 pub(super) struct Shared {
     dir: PathBuf,
     max_bytes: u64,
+    /// Bytes of appends sent to the writer and not taken by it yet, and their bound.
+    queued: AtomicU64,
+    queue_max_bytes: u64,
     state: Mutex<State>,
     /// Wakes the drainer after an append.
     appended: Notify,
@@ -112,22 +181,228 @@ impl Shared {
 
 /// Handle to the spool: appends from the request path, the drainer in the background.
 pub struct Spool {
-    tx: mpsc::UnboundedSender<Append>,
+    tx: mpsc::Sender<Append>,
     shared: Arc<Shared>,
     /// Exclusive lock on `<dir>/lock` for the life of the process: two writers would interleave
     /// records. The kernel releases it when the process dies, even by SIGKILL.
     _lock: File,
 }
 
+/// The format number in `dir`'s `format` file; `None` when there is none (a new spool, or one
+/// of format 1).
+fn read_format(dir: &Path) -> Result<Option<u32>, SpoolError> {
+    match fs::read_to_string(dir.join("format")) {
+        Ok(text) => {
+            let found = text
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u32>().ok())
+                .ok_or_else(|| SpoolError::BadFormatFile {
+                    content: text.chars().take(40).collect(),
+                })?;
+            if found > FORMAT {
+                return Err(SpoolError::NewerFormat {
+                    found,
+                    supported: FORMAT,
+                });
+            }
+            Ok(Some(found))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SpoolError::Io(e)),
+    }
+}
+
+/// What was found on disk at start.
+struct Recovered {
+    segments: BTreeMap<u64, Segment>,
+    cursor: Cursor,
+    /// Highest segment id on disk (set-aside ones included) or named by the cursor file.
+    max_id: u64,
+}
+
+/// Where reading resumes for a cursor file naming `c`: `None` when it cannot be trusted.
+fn resolve_cursor(c: Cursor, scans: &BTreeMap<u64, Scan>) -> Option<Cursor> {
+    let scan = scans.get(&c.segment)?;
+    if c.offset == scan.end()
+        || scan
+            .records
+            .binary_search_by_key(&c.offset, |r| r.offset)
+            .is_ok()
+    {
+        return Some(c);
+    }
+    // Into a damaged region: the records in it are lost, the ones after it are pending.
+    scan.damaged
+        .iter()
+        .find(|d| d.start <= c.offset && c.offset < d.end)
+        .map(|d| Cursor {
+            segment: c.segment,
+            offset: d.end,
+        })
+}
+
+/// Retire a segment that holds nothing to drain: delete it, or set it aside when it had damage.
+fn retire_file(dir: &Path, id: u64, damaged: bool, metrics: &Metrics) {
+    let done = if damaged {
+        fs::rename(segment_path(dir, id), damaged_path(dir, id)).and_then(|()| sync_dir(dir))
+    } else {
+        fs::remove_file(segment_path(dir, id)).and_then(|()| sync_dir(dir))
+    };
+    match done {
+        Ok(()) if damaged => {
+            metrics.spool_damaged_segments_total.inc();
+            error!(
+                segment = id,
+                file = %damaged_path(dir, id).display(),
+                "spool segment had damage: set aside (kept, never deleted) once its readable \
+                 records were drained"
+            );
+        }
+        Ok(()) => {}
+        Err(e) => warn!(segment = id, error = %e, "could not retire a drained spool segment"),
+    }
+}
+
+/// Scan the directory: every segment's records and damage, the cursor, and the segments the
+/// cursor has passed (retired here).
+fn recover(dir: &Path, metrics: &Metrics) -> Result<Recovered, SpoolError> {
+    let mut scans = BTreeMap::new();
+    let mut max_id = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        match classify(name) {
+            Entry::Segment(id) if entry.file_type()?.is_file() => {
+                max_id = max_id.max(id);
+                let buf = read_segment(&entry.path(), None)?;
+                let scan = record::scan(&buf);
+                if scan.torn > 0 {
+                    warn!(
+                        segment = id,
+                        valid = scan.end(),
+                        file = buf.len(),
+                        "spool segment has a torn tail (a write a crash cut short, never \
+                         acknowledged); ignoring it"
+                    );
+                }
+                for d in &scan.damaged {
+                    error!(
+                        segment = id,
+                        start = d.start,
+                        end = d.end,
+                        records = d.records,
+                        "spool segment is damaged: the records in this region are lost; \
+                         reading resumes after it"
+                    );
+                }
+                metrics
+                    .spool_damaged_records_total
+                    .inc_by(scan.damaged_records());
+                scans.insert(id, scan);
+            }
+            Entry::Segment(id) | Entry::Damaged(id) => max_id = max_id.max(id),
+            Entry::Other => {}
+        }
+    }
+    let first = scans.keys().next().copied().unwrap_or(0);
+    let stored = read_cursor(dir);
+    if let Some(c) = stored {
+        max_id = max_id.max(c.segment);
+    }
+    let cursor = match stored {
+        Some(c) => resolve_cursor(c, &scans).unwrap_or_else(|| {
+            if scans.contains_key(&c.segment) {
+                warn!(
+                    segment = c.segment,
+                    offset = c.offset,
+                    "the cursor file names no record boundary; reading the spool again from its \
+                     first segment (duplicates, never loss)"
+                );
+            }
+            Cursor {
+                segment: first,
+                offset: 0,
+            }
+        }),
+        None => Cursor {
+            segment: first,
+            offset: 0,
+        },
+    };
+    // Segments before the cursor were confirmed entirely; a crash kept them.
+    let stale: Vec<u64> = scans.range(..cursor.segment).map(|(&k, _)| k).collect();
+    for id in stale {
+        if let Some(scan) = scans.remove(&id) {
+            retire_file(dir, id, !scan.damaged.is_empty(), metrics);
+        }
+    }
+    let segments = scans
+        .into_iter()
+        .map(|(id, scan)| {
+            let from = if id == cursor.segment {
+                cursor.offset
+            } else {
+                0
+            };
+            let pending = scan.records.iter().filter(|r| r.offset >= from);
+            let seg = Segment {
+                len: scan.end(),
+                version: scan.version,
+                pending_events: pending.clone().count() as u64,
+                pending_bytes: pending.map(|r| r.size).sum(),
+                damaged: scan.damaged,
+            };
+            (id, seg)
+        })
+        .collect();
+    Ok(Recovered {
+        segments,
+        cursor,
+        max_id,
+    })
+}
+
+/// Mark `dir` as a spool of [`FORMAT`]: the `format` file, and the guard directory that stops
+/// releases older than format numbers.
+fn mark_format(dir: &Path, found: Option<u32>, has_segments: bool) -> std::io::Result<()> {
+    if found != Some(FORMAT) {
+        // A spool without a `format` file but with segments is of format 1.
+        if let Some(old) = found.or(has_segments.then_some(1)) {
+            info!(
+                from = old,
+                to = FORMAT,
+                "spool format upgraded: segments already there are read as they are, new ones \
+                 are written in the new format"
+            );
+        }
+        write_durably(dir, "format", format!("{FORMAT}\n").as_bytes())?;
+    }
+    let guard = dir.join(OLD_RELEASE_GUARD);
+    if !guard.is_dir() {
+        fs::create_dir_all(&guard)?;
+        write_durably(&guard, "README", OLD_RELEASE_GUARD_README.as_bytes())?;
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
 impl Spool {
     /// Open (or create) the spool directory, recover what is on disk and start the writer
-    /// thread. Blocking; call once at startup.
+    /// thread. Blocking; call once at startup. A spool of a newer format is refused before
+    /// anything in its directory is created or changed.
     pub fn open(cfg: &SpoolConfig, metrics: Metrics) -> Result<Arc<Self>, SpoolError> {
         metrics
             .spool_max_bytes
             .set(i64::try_from(cfg.max_bytes).unwrap_or(i64::MAX));
-        fs::create_dir_all(&cfg.dir)?;
         let dir = cfg.dir.clone();
+        if dir.is_dir() {
+            read_format(&dir)?;
+        }
+        fs::create_dir_all(&dir)?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -138,61 +413,18 @@ impl Spool {
             Err(fs::TryLockError::WouldBlock) => return Err(SpoolError::Locked),
             Err(fs::TryLockError::Error(e)) => return Err(SpoolError::Io(e)),
         }
-        let mut segments = BTreeMap::new();
-        for entry in fs::read_dir(&dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(id) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".seg"))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            let (len, events, file_len) = scan_segment(&entry.path())?;
-            if len < file_len {
-                warn!(
-                    segment = id,
-                    valid = len,
-                    file = file_len,
-                    "spool segment has a torn or corrupt tail; ignoring it"
-                );
-            }
-            segments.insert(id, (Segment { len }, events));
-        }
-        let first = segments.keys().next().copied();
-        let mut cursor = read_cursor(&dir)
-            .filter(|c| {
-                segments
-                    .get(&c.segment)
-                    .is_some_and(|(s, _)| c.offset <= s.len)
-            })
-            .unwrap_or(Cursor {
-                segment: first.unwrap_or(0),
-                offset: 0,
-            });
-        // Segments before the cursor were confirmed entirely; a crash kept them.
-        let stale: Vec<u64> = segments.range(..cursor.segment).map(|(&k, _)| k).collect();
-        for id in stale {
-            segments.remove(&id);
-            let _ = fs::remove_file(segment_path(&dir, id));
-        }
-        // Count what is still to be drained.
-        let mut pending_events = 0;
-        let mut pending_bytes = 0;
-        for (&id, (seg, events)) in &segments {
-            if id == cursor.segment && cursor.offset > 0 {
-                let (skipped, skipped_events) =
-                    count_records(&segment_path(&dir, id), cursor.offset)?;
-                pending_bytes += seg.len - skipped;
-                pending_events += events - skipped_events;
-            } else {
-                pending_bytes += seg.len;
-                pending_events += events;
-            }
-        }
+        // Again under the lock: another process may have written it meanwhile.
+        let found = read_format(&dir)?;
+        let Recovered {
+            mut segments,
+            mut cursor,
+            max_id,
+        } = recover(&dir, &metrics)?;
+        mark_format(&dir, found, !segments.is_empty())?;
         // New appends always go to a fresh segment: never append after a possibly torn tail.
-        let active = segments.keys().next_back().map_or(1, |k| k + 1);
+        // Its id is past every id on disk and the cursor file's, so a stale cursor never names a
+        // segment written later.
+        let active = max_id + 1;
         let file = create_segment(&dir, active)?;
         if segments.is_empty() {
             cursor = Cursor {
@@ -200,16 +432,19 @@ impl Spool {
                 offset: 0,
             };
         }
-        let mut segs: BTreeMap<u64, Segment> =
-            segments.into_iter().map(|(k, (s, _))| (k, s)).collect();
-        segs.insert(active, Segment { len: 0 });
+        segments.insert(active, Segment::empty());
+        let pending_events = segments.values().map(|s| s.pending_events).sum();
+        let pending_bytes = segments.values().map(|s| s.pending_bytes).sum();
         let state = State {
-            segments: segs,
+            segments,
             active,
             cursor,
             pending_events,
             pending_bytes,
             writer_alive: true,
+            write_failed: false,
+            committing: false,
+            released: false,
             full: false,
             commits: 0,
         };
@@ -223,12 +458,14 @@ impl Spool {
         let shared = Arc::new(Shared {
             dir,
             max_bytes: cfg.max_bytes,
+            queued: AtomicU64::new(0),
+            queue_max_bytes: cfg.queue_max_bytes,
             state: Mutex::new(state),
             appended: Notify::new(),
             metrics,
         });
         shared.publish_gauges(&shared.lock());
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel();
         let writer_shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("spool-writer".into())
@@ -241,6 +478,9 @@ impl Spool {
     }
 
     /// Append `messages` as one contiguous run of records and return once they are fsync'd.
+    /// Refused at once when the writer's queue is over its byte budget. Dropping the returned
+    /// future before it resolves withdraws the append if the writer has not taken it yet: a
+    /// request that gave up is not written later.
     pub async fn append(&self, messages: &[Message]) -> Result<(), SpoolError> {
         // Refused before anything is written: a record the drainer could not read back would be
         // skipped as corrupt after the provider was told it is safe.
@@ -253,21 +493,33 @@ impl Spool {
         for m in messages {
             encode_record(m, &mut bytes);
         }
+        let n = bytes.len() as u64;
+        let queued = self.shared.queued.fetch_add(n, Ordering::SeqCst);
+        if queued > 0 && queued + n > self.shared.queue_max_bytes {
+            self.shared.queued.fetch_sub(n, Ordering::SeqCst);
+            return Err(SpoolError::Busy {
+                queued,
+                max_bytes: self.shared.queue_max_bytes,
+            });
+        }
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Append {
-                bytes,
-                events: messages.len() as u64,
-                reply,
-            })
-            .map_err(|_| SpoolError::Stopped)?;
+        let sent = self.tx.send(Append {
+            bytes,
+            events: messages.len() as u64,
+            reply,
+        });
+        if sent.is_err() {
+            self.shared.queued.fetch_sub(n, Ordering::SeqCst);
+            return Err(SpoolError::Stopped);
+        }
         rx.await.map_err(|_| SpoolError::Stopped)?
     }
 
-    /// The spool can take more events: its writer runs and it is not full.
+    /// The spool can take more events: its writer runs, its last write succeeded and it is not
+    /// full.
     pub fn accepting(&self) -> bool {
         let st = self.shared.lock();
-        st.writer_alive && !st.full && st.pending_bytes < self.shared.max_bytes
+        st.writer_alive && !st.write_failed && !st.full && st.pending_bytes < self.shared.max_bytes
     }
 
     /// Group commits (one write + one fsync each) since start.
@@ -278,6 +530,41 @@ impl Spool {
     /// Events waiting to be published.
     pub fn pending_events(&self) -> u64 {
         self.shared.lock().pending_events
+    }
+
+    /// At exit, when nothing is pending: empty the directory (the segments hold confirmed
+    /// records only; the cursor, the `format` file and the guard for older releases go too), so
+    /// that any release, an older one included, starts on it. Segments set aside after damage
+    /// stay. Appends after it are refused. Returns whether it did.
+    pub fn release_if_drained(&self) -> Result<bool, SpoolError> {
+        {
+            let mut st = self.shared.lock();
+            if st.pending_events > 0
+                || st.committing
+                || self.shared.queued.load(Ordering::SeqCst) > 0
+            {
+                return Ok(false);
+            }
+            st.released = true;
+        }
+        let dir = &self.shared.dir;
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            match (classify(name), name) {
+                (Entry::Segment(_), _) if entry.file_type()?.is_file() => {
+                    fs::remove_file(entry.path())?
+                }
+                (_, "cursor" | "format") => fs::remove_file(entry.path())?,
+                (_, OLD_RELEASE_GUARD) => fs::remove_dir_all(entry.path())?,
+                _ => {}
+            }
+        }
+        sync_dir(dir)?;
+        Ok(true)
     }
 }
 
@@ -398,6 +685,293 @@ mod tests {
         eprintln!("{n} concurrent appends, {commits} fsyncs");
         assert_eq!(spool.pending_events(), n as u64);
         assert!(commits < n as u64, "{commits} fsyncs for {n} appends");
+    }
+
+    fn segment_files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.to_string_lossy().ends_with(suffix))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Drain everything readable, confirming each batch; the message ids in order.
+    async fn drain_all(spool: &Spool) -> Vec<String> {
+        let mut ids = Vec::new();
+        while let Some(batch) = spool.next_batch().await.unwrap() {
+            ids.extend(batch.messages().into_iter().map(|m| m.id));
+            spool.confirm(&batch).await;
+        }
+        ids
+    }
+
+    /// A spool with `n` records (one append each) in one segment, closed again; the segment.
+    async fn spool_with(dir: &Path, n: usize) -> PathBuf {
+        let spool = Spool::open(&config(dir, 1 << 30), Metrics::new().unwrap()).unwrap();
+        for i in 0..n {
+            spool.append(&[msg(i)]).await.unwrap();
+        }
+        drop(spool);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        segment_files(dir, ".seg")
+            .into_iter()
+            .find(|p| fs::metadata(p).unwrap().len() > 0)
+            .unwrap()
+    }
+
+    fn record_starts(path: &Path) -> Vec<u64> {
+        record::scan(&fs::read(path).unwrap())
+            .records
+            .iter()
+            .map(|r| r.offset)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_damaged_record_loses_that_record_only_and_the_segment_is_set_aside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let seg = spool_with(tmp.path(), 10).await;
+        let starts = record_starts(&seg);
+        let mut bytes = fs::read(&seg).unwrap();
+        let at = starts[4] as usize + 8;
+        bytes[at..at + 16].fill(0);
+        fs::write(&seg, &bytes).unwrap();
+
+        let metrics = Metrics::new().unwrap();
+        let spool = Spool::open(&config(tmp.path(), 1 << 30), metrics.clone()).unwrap();
+        assert_eq!(spool.pending_events(), 9);
+        assert_eq!(metrics.spool_damaged_records_total.get(), 1);
+        let ids = drain_all(&spool).await;
+        let expected: Vec<String> = (0..10)
+            .filter(|&i| i != 4)
+            .map(|i| format!("id-{i}"))
+            .collect();
+        assert_eq!(ids, expected);
+        assert_eq!(spool.pending_events(), 0);
+        assert_eq!(metrics.spool_events.get(), 0);
+        assert_eq!(metrics.spool_bytes.get(), 0);
+        // Retired when the writer moves on: set aside, not deleted.
+        spool.append(&[msg(10)]).await.unwrap();
+        assert_eq!(drain_all(&spool).await, vec!["id-10".to_string()]);
+        assert!(!seg.exists());
+        let kept = segment_files(tmp.path(), ".seg.damaged");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(fs::read(&kept[0]).unwrap(), bytes, "kept as it was");
+        assert_eq!(metrics.spool_damaged_segments_total.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn damage_found_while_draining_loses_that_record_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new().unwrap();
+        let spool = Spool::open(&config(tmp.path(), 1 << 30), metrics.clone()).unwrap();
+        for i in 0..6 {
+            spool.append(&[msg(i)]).await.unwrap();
+        }
+        let seg = segment_path(tmp.path(), spool.shared.lock().active);
+        let starts = record_starts(&seg);
+        let mut f = OpenOptions::new().write(true).open(&seg).unwrap();
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(starts[2] + 20)).unwrap();
+        std::io::Write::write_all(&mut f, &[0xAA; 8]).unwrap();
+        drop(f);
+        let ids = drain_all(&spool).await;
+        assert_eq!(ids, ["id-0", "id-1", "id-3", "id-4", "id-5"]);
+        assert_eq!(spool.pending_events(), 0);
+        assert_eq!(metrics.spool_bytes.get(), 0);
+        assert_eq!(metrics.spool_damaged_records_total.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_cursor_into_a_damaged_region_resumes_after_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let seg = spool_with(tmp.path(), 10).await;
+        let starts = record_starts(&seg);
+        let id: u64 = seg.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        let mut bytes = fs::read(&seg).unwrap();
+        let at = starts[5] as usize;
+        bytes[at..at + 64].fill(0);
+        fs::write(&seg, &bytes).unwrap();
+        // Records 0..5 were confirmed; the cursor names record 5, which is now damaged.
+        files::write_cursor(
+            tmp.path(),
+            Cursor {
+                segment: id,
+                offset: starts[5] + 3,
+            },
+        )
+        .unwrap();
+        let spool = Spool::open(&config(tmp.path(), 1 << 30), Metrics::new().unwrap()).unwrap();
+        assert_eq!(spool.pending_events(), 4);
+        assert_eq!(drain_all(&spool).await, ["id-6", "id-7", "id-8", "id-9"]);
+    }
+
+    #[tokio::test]
+    async fn a_cursor_that_names_no_record_boundary_replays_instead_of_skipping() {
+        let tmp = tempfile::tempdir().unwrap();
+        let seg = spool_with(tmp.path(), 5).await;
+        let starts = record_starts(&seg);
+        let id: u64 = seg.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        files::write_cursor(
+            tmp.path(),
+            Cursor {
+                segment: id,
+                offset: starts[3] + 1,
+            },
+        )
+        .unwrap();
+        let spool = Spool::open(&config(tmp.path(), 1 << 30), Metrics::new().unwrap()).unwrap();
+        assert_eq!(spool.pending_events(), 5);
+        assert_eq!(drain_all(&spool).await.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn segment_ids_go_past_the_one_a_stale_cursor_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("cursor"), "3 0\n").unwrap();
+        // Three starts with appends and no confirm: the ids must never reach 3 from below.
+        for round in 0..3 {
+            let spool = Spool::open(&config(tmp.path(), 1 << 30), Metrics::new().unwrap()).unwrap();
+            assert!(spool.shared.lock().active > 3, "round {round}");
+            spool.append(&[msg(round)]).await.unwrap();
+            drop(spool);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let spool = Spool::open(&config(tmp.path(), 1 << 30), Metrics::new().unwrap()).unwrap();
+        assert_eq!(spool.pending_events(), 3);
+        assert_eq!(drain_all(&spool).await, ["id-0", "id-1", "id-2"]);
+    }
+
+    #[tokio::test]
+    async fn a_format_1_spool_is_read_and_marked_format_2() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut bytes = Vec::new();
+        for i in 0..4 {
+            record::encode_record_v1(&msg(i), &mut bytes);
+        }
+        fs::write(segment_path(tmp.path(), 7), &bytes).unwrap();
+        fs::write(tmp.path().join("cursor"), "7 0\n").unwrap();
+        let spool = Spool::open(&config(tmp.path(), 1 << 30), Metrics::new().unwrap()).unwrap();
+        assert_eq!(spool.pending_events(), 4);
+        assert_eq!(
+            fs::read_to_string(tmp.path().join("format")).unwrap(),
+            "2\n"
+        );
+        assert!(tmp.path().join(OLD_RELEASE_GUARD).is_dir());
+        spool.append(&[msg(4)]).await.unwrap();
+        assert_eq!(
+            drain_all(&spool).await,
+            ["id-0", "id-1", "id-2", "id-3", "id-4"]
+        );
+    }
+
+    #[test]
+    fn a_spool_of_a_newer_format_is_refused_and_left_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("format"), "3\n").unwrap();
+        fs::write(segment_path(tmp.path(), 1), b"future bytes").unwrap();
+        let before = fs::read_dir(tmp.path()).unwrap().count();
+        let err = Spool::open(&config(tmp.path(), 1 << 30), Metrics::new().unwrap())
+            .err()
+            .unwrap();
+        assert!(
+            matches!(
+                err,
+                SpoolError::NewerFormat {
+                    found: 3,
+                    supported: 2
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("newer than this release reads"));
+        let after = fs::read_dir(tmp.path()).unwrap().count();
+        assert_eq!(before, after, "no file created");
+        assert_eq!(
+            fs::read(segment_path(tmp.path(), 1)).unwrap(),
+            b"future bytes"
+        );
+        fs::write(tmp.path().join("format"), "two\n").unwrap();
+        assert!(matches!(
+            Spool::open(&config(tmp.path(), 1 << 30), Metrics::new().unwrap()),
+            Err(SpoolError::BadFormatFile { .. })
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_append_whose_caller_gave_up_is_not_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&config(tmp.path(), 1 << 30), Metrics::new().unwrap()).unwrap();
+        // Hold the state lock: the writer takes the append but cannot admit it yet.
+        let shared = Arc::clone(&spool.shared);
+        let holder = std::thread::spawn(move || {
+            let _st = shared.lock();
+            std::thread::sleep(Duration::from_millis(300));
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(50), spool.append(&[msg(0)])).await;
+        assert!(gave_up.is_err());
+        holder.join().unwrap();
+        spool.append(&[msg(1)]).await.unwrap();
+        assert_eq!(spool.pending_events(), 1);
+        assert_eq!(drain_all(&spool).await, ["id-1"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_over_the_queue_budget_are_refused_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = SpoolConfig {
+            queue_max_bytes: 4096,
+            ..config(tmp.path(), 1 << 30)
+        };
+        let spool = Spool::open(&cfg, Metrics::new().unwrap()).unwrap();
+        let big = |i: usize| Message {
+            body: vec![b'x'; 3000],
+            ..msg(i)
+        };
+        let shared = Arc::clone(&spool.shared);
+        let holder = std::thread::spawn(move || {
+            let _st = shared.lock();
+            std::thread::sleep(Duration::from_millis(400));
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let s1 = Arc::clone(&spool);
+        let first = tokio::spawn(async move { s1.append(&[big(0)]).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let s2 = Arc::clone(&spool);
+        let second = tokio::spawn(async move { s2.append(&[big(1)]).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        let third = spool.append(&[big(2)]).await;
+        assert!(matches!(third, Err(SpoolError::Busy { .. })), "{third:?}");
+        assert!(started.elapsed() < Duration::from_millis(100), "at once");
+        holder.join().unwrap();
+        first.await.unwrap().unwrap();
+        second.await.unwrap().unwrap();
+        assert_eq!(spool.pending_events(), 2);
+        assert_eq!(spool.shared.queued.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_drained_spool_is_released_for_any_release_and_refuses_appends_after() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&config(tmp.path(), 1 << 30), Metrics::new().unwrap()).unwrap();
+        spool.append(&[msg(0)]).await.unwrap();
+        assert!(!spool.release_if_drained().unwrap(), "an event is pending");
+        assert!(tmp.path().join("format").exists());
+        assert_eq!(drain_all(&spool).await.len(), 1);
+        assert!(spool.release_if_drained().unwrap());
+        let left: Vec<String> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["lock"]);
+        assert!(matches!(
+            spool.append(&[msg(1)]).await,
+            Err(SpoolError::Stopped)
+        ));
     }
 
     #[tokio::test]

@@ -82,6 +82,9 @@ pub struct BridgeOptions {
     pub stderr_unread: bool,
     /// The exchange (default: a unique one), e.g. for replicas that share one.
     pub exchange: Option<String>,
+    /// Start the process with SIGXFSZ ignored, so a file size limit set later
+    /// ([`Bridge::limit_file_size`]) makes its writes fail with EFBIG instead of killing it.
+    pub ignore_sigxfsz: bool,
 }
 
 impl Default for BridgeOptions {
@@ -98,6 +101,7 @@ impl Default for BridgeOptions {
             log_format: "json",
             stderr_unread: false,
             exchange: None,
+            ignore_sigxfsz: false,
         }
     }
 }
@@ -308,6 +312,53 @@ impl Bridge {
         delete_topology(&self.exchange).await;
     }
 
+    /// Start the process again with the same config and wait for it to exit (it is expected to
+    /// refuse to start); its exit status, or `None` if it still runs after `timeout` (then it is
+    /// killed).
+    pub fn run_to_exit(
+        &mut self,
+        opts: &BridgeOptions,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.config_path, &self.log_path, opts);
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+
+    /// Set (or with `None` lift) the process's file size limit (RLIMIT_FSIZE): its writes past
+    /// `bytes` in any file fail. Start it with [`BridgeOptions::ignore_sigxfsz`].
+    pub fn limit_file_size(&self, bytes: Option<u64>) {
+        let limit = bytes.map_or("unlimited".to_string(), |b| b.to_string());
+        let status = Command::new("prlimit")
+            .arg("--pid")
+            .arg(self.child.id().to_string())
+            // The soft limit only: lifting it again needs no privilege.
+            .arg(format!("--fsize={limit}:"))
+            .status()
+            .expect("prlimit");
+        assert!(status.success(), "prlimit failed");
+    }
+
+    /// HTTP status of `/readyz`.
+    pub async fn readyz(&self) -> u16 {
+        self.client
+            .get(self.admin_url("/readyz"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
     /// Send SIGTERM and wait for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
@@ -370,7 +421,15 @@ fn spawn(config: &std::path::Path, log: &std::path::Path, opts: &BridgeOptions) 
         .append(true)
         .open(log)
         .expect("log file");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_webhook-bridge"));
+    let bin = env!("CARGO_BIN_EXE_webhook-bridge");
+    let mut cmd = if opts.ignore_sigxfsz {
+        // An ignored signal stays ignored across exec; the process keeps the shell's pid.
+        let mut c = Command::new("bash");
+        c.args(["-c", "trap '' XFSZ; exec \"$0\" \"$@\"", bin]);
+        c
+    } else {
+        Command::new(bin)
+    };
     cmd.args(["--log-format", opts.log_format, "serve", "--config"])
         .arg(config)
         .stdout(Stdio::null())
