@@ -56,7 +56,9 @@ pub use self::link::{DEFAULT_HEARTBEAT_SECS, STALE_AFTER, with_heartbeat};
 pub use self::properties::properties;
 use self::properties::returned_message;
 use self::returns::{Returned, Strays, Unsettled, park};
-pub use self::topology::{UnroutedQueueError, declare_topology, declare_unrouted_queue};
+pub use self::topology::{
+    UnroutedQueueError, check_exchange, declare_topology, declare_unrouted_queue,
+};
 
 /// Why a publish did not end in a confirm. `reason()` is the `publish_failures_total` label.
 #[derive(Debug, thiserror::Error)]

@@ -40,6 +40,7 @@ use tracing::{info, warn};
 
 use super::{ToolError, connect, printable};
 use crate::config::AmqpConfig;
+use crate::publisher;
 
 /// How long one re-published message may wait for its confirm.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -239,16 +240,7 @@ async fn move_back(
     // Before taking anything: the exchange must exist (a publish to a missing one would close
     // the channel half-way through the pass).
     let check = conn.create_channel().await?;
-    check
-        .exchange_declare(
-            ShortString::from(exchange),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                passive: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
+    publisher::check_exchange(&check, cfg)
         .await
         .map_err(|e| ToolError::Exchange {
             exchange: exchange.to_string(),
