@@ -141,7 +141,7 @@ fn body_of(ep: &EndpointConfig, opts: &SendOptions) -> Result<Vec<u8>, SendError
             .find(|s| s.name != "handshake")
             .ok_or_else(|| SendError::NoSample(provider.to_string()))?,
     };
-    Ok(sample.body.to_vec())
+    Ok((ep.provider.prepare_sample)(&ep.options, sample))
 }
 
 /// The base URL: `--url`, else the config's provider listener (a wildcard address becomes

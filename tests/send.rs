@@ -245,3 +245,30 @@ async fn send_exits_non_zero_on_refusal_or_bad_input() {
     assert_eq!(v, serde_json::json!({"accepted": 1}));
     bridge.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_tries_the_url_check_with_the_endpoints_own_key_id() {
+    broker_available().await;
+    // A store whose key id is not the one in the bundled sample.
+    let mut bridge = Bridge::start_with(BridgeOptions {
+        endpoints: format!(
+            "\n[[endpoint]]\nname = \"isendu-store\"\nprovider = \"isendu\"\npath = \"/webhooks/isendu\"\n\
+             secret = \"{ISENDU_TOKEN}\"\nkey_id = \"store-key-42\"\napi_secret = \"{ISENDU_API_SECRET}\"\n"
+        ),
+        ..BridgeOptions::default()
+    })
+    .await;
+    let run = send(
+        &bridge,
+        &["--endpoint", "isendu-store", "--sample", "handshake"],
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{} {}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(r#"{"response":"***"}"#),
+        "{}",
+        run.stdout
+    );
+    bridge.cleanup().await;
+    bridge.terminate();
+}

@@ -23,10 +23,11 @@ urls = ["amqp://guest:guest@127.0.0.1:5672/%2f"]
 /// Variants of some providers beyond their standard endpoint.
 const VARIANTS: &str = r#"
 [[endpoint]]
-name = "isendu-open"
+name = "isendu-other-key"
 provider = "isendu"
 path = "/i2"
 secret = "fuzz-token"
+key_id = "fuzz-other-key"
 api_secret = "fuzz-api-secret"
 
 [[endpoint]]

@@ -322,7 +322,7 @@ urls = ["amqp://guest:guest@127.0.0.1:5672/%2f"]
             "{:?}",
             cfg.warnings
         );
-        let with = format!("{without}api_secret='test-api-secret'\n");
+        let with = format!("{without}key_id='test-key-id'\napi_secret='test-api-secret'\n");
         let cfg = Config::from_toml(&with).unwrap();
         assert!(
             !cfg.warnings
@@ -406,7 +406,7 @@ urls = ["amqp://guest:guest@127.0.0.1:5672/%2f"]
         let text = format!(
             "{BASE}\n[[endpoint]]\nname='m'\nprovider='modexpress'\npath='/m'\nsecret='fake-short-1'\n\
              [[endpoint]]\nname='p'\nprovider='peddler'\npath='/p'\nsecret=['fake-long-enough-token-2', 'fake-short-2']\n\
-             [[endpoint]]\nname='i'\nprovider='isendu'\npath='/i'\nsecret='fake-short-3'\napi_secret='fake-api-secret'\n\
+             [[endpoint]]\nname='i'\nprovider='isendu'\npath='/i'\nsecret='fake-short-3'\nkey_id='fake-key-id'\napi_secret='fake-api-secret'\n\
              [[endpoint]]\nname='b'\nprovider='mailship'\npath='/b'\nsecret='fake-short-4'\nauth={{kind='basic'}}\n\
              [[endpoint]]\nname='w'\nprovider='wegocod'\npath='/w'\nsecret='fake-short-5'\n\
              [[endpoint]]\nname='ok'\nprovider='modexpress'\npath='/ok'\nsecret='fake-long-enough-token-6'\n"

@@ -2,9 +2,11 @@
 //! the HTTP layer before this module runs). Two kinds of body arrive at the same URL:
 //!
 //! - the **URL handshake**, a body that is exactly `{"keyId": "<id>"}`: answered
-//!   `200 {"response": "<api_secret>"}` when the endpoint's `key_id` is unset or equal, and
-//!   publishing nothing. Without a configured `api_secret` the handshake is refused (401): the
-//!   only other secret we hold is the path token, which must never be echoed.
+//!   `200 {"response": "<api_secret>"}` when it names the endpoint's `key_id`, and publishing
+//!   nothing. The answer is the store's API secret, so it is given only to a check that names
+//!   the store's key: an endpoint with `api_secret` must set `key_id` (the config is refused
+//!   otherwise). Without a configured `api_secret` the handshake is refused (401): the only other
+//!   secret we hold is the path token, which must never be echoed.
 //! - a **batch** `{"order":[…],"tracking":[…]}`: each element becomes its own event, orders
 //!   first then tracking, each in array order, with `batch = {index, size}` counted over the whole
 //!   request. Missing, `null` or empty arrays are fine (zero events). Keys other than `order` and
@@ -45,11 +47,29 @@ pub static PROVIDER: Provider = Provider {
     samples: SAMPLES,
     parse,
     check,
+    prepare_sample,
     ..Provider::BASE
 };
 
+/// The handshake sample names the endpoint's own `key_id`, so `send --sample handshake` tries
+/// the URL check the way isendu would for this store.
+fn prepare_sample(options: &Options, sample: &Sample) -> Vec<u8> {
+    match (&options.key_id, sample.name) {
+        (Some(key_id), "handshake") => serde_json::json!({ "keyId": key_id }).to_string().into_bytes(),
+        _ => sample.body.to_vec(),
+    }
+}
+
 /// Without `api_secret` the URL check cannot be answered: warn, since isendu will not use the URL.
 fn check(options: &Options) -> Checked {
+    if options.api_secret.is_some() && options.key_id.is_none() {
+        return Err(OptionProblem {
+            key: "key_id",
+            message: "must be set with api_secret: the URL check is answered with the store's API \
+                      secret, so only a check naming the store's API key id may get it"
+                .into(),
+        });
+    }
     let mut warnings = Vec::new();
     if options.api_secret.is_none() {
         warnings.push(OptionProblem {
@@ -199,7 +219,7 @@ fn handshake(inbound: &Inbound<'_>, key_id: &Value) -> Result<Parsed, ParseError
     let endpoint = inbound.options;
     let key_ok = match &endpoint.key_id {
         Some(expected) => bool::from(expected.as_bytes().ct_eq(given.as_bytes())),
-        None => true,
+        None => false,
     };
     match (&endpoint.api_secret, key_ok) {
         (Some(secret), true) => {
@@ -324,6 +344,39 @@ fn step_time(step: &Value) -> Option<DateTime<Utc>> {
 }
 
 #[cfg(test)]
+mod config_tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    #[test]
+    fn an_api_secret_without_key_id_is_refused() {
+        let options = Options {
+            api_secret: Some(Secret::new("fake-api-secret")),
+            ..Options::default()
+        };
+        assert_eq!(check(&options).unwrap_err().key, "key_id");
+        let with_key = Options {
+            key_id: Some("fake-key".into()),
+            ..options
+        };
+        assert_eq!(check(&with_key), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn the_handshake_sample_names_the_configured_key_id() {
+        let handshake = SAMPLES.iter().find(|s| s.name == "handshake").unwrap();
+        let options = Options {
+            key_id: Some("store-key-7".into()),
+            ..Options::default()
+        };
+        let body: serde_json::Value =
+            serde_json::from_slice(&prepare_sample(&options, handshake)).unwrap();
+        assert_eq!(body, serde_json::json!({ "keyId": "store-key-7" }));
+        assert_eq!(prepare_sample(&Options::default(), handshake), handshake.body);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::secret::Secret;
@@ -386,10 +439,11 @@ mod tests {
         );
         let mut open = isendu();
         open.key_id = None;
-        assert!(matches!(
-            parse_body(&open, br#"{"keyId": "anything"}"#).unwrap(),
-            Parsed::Reply(_)
-        ));
+        assert_eq!(
+            parse_body(&open, br#"{"keyId": "anything"}"#).unwrap_err(),
+            ParseError::HandshakeRefused,
+            "no key id configured: the API secret is never given away"
+        );
         let mut no_secret = isendu();
         no_secret.api_secret = None;
         assert_eq!(

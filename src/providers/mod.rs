@@ -76,6 +76,8 @@ pub struct Provider {
     /// For providers whose senders choose the event names (the generic provider): whether a
     /// kind is one the endpoint declared, so metrics can name it. `None`: every kind is fixed.
     pub declared_kind: Option<fn(&Options, &str) -> bool>,
+    /// A bundled sample as this endpoint's sender would send it (for `send --sample`).
+    pub prepare_sample: fn(&Options, &Sample) -> Vec<u8>,
 }
 
 impl Provider {
@@ -91,6 +93,7 @@ impl Provider {
         sender_headers: |_, _| Vec::new(),
         event_header: |_| None,
         declared_kind: None,
+        prepare_sample: |_, sample| sample.body.to_vec(),
     };
 
     /// The routing-key prefix, `source` and `data.provider` of an endpoint named `endpoint`.
