@@ -25,3 +25,8 @@ pub fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
             .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}"))),
     }
 }
+
+/// [`de_size`] for an optional key.
+pub fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    de_size(d).map(Some)
+}

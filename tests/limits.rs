@@ -623,3 +623,48 @@ async fn a_frozen_broker_still_gets_every_provider_answered_before_the_deadline(
     drop(proxy);
     bridge.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_body_is_set_per_endpoint() {
+    broker_available().await;
+    let mut bridge = Bridge::start_with(BridgeOptions {
+        top: "max_body = \"4KiB\"\n".into(),
+        endpoints: standard_endpoints().replace(
+            "name = \"isendu-it\"\n",
+            "name = \"isendu-it\"\nmax_body = \"64KiB\"\n",
+        ),
+        ..BridgeOptions::default()
+    })
+    .await;
+    let padding = "x".repeat(8 * 1024);
+    let body = format!("{{\"order\":[{{\"uuid\":\"big-order\",\"note\":\"{padding}\"}}]}}");
+    // 8 KiB: over the top-level limit, within isendu's own.
+    let resp = bridge
+        .post_signed("isendu", "/webhooks/isendu", ISENDU_TOKEN, body.as_bytes())
+        .await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    let resp = bridge
+        .post_signed(
+            "wegocod",
+            "/webhooks/wegocod",
+            WEGOCOD_SECRET,
+            body.as_bytes(),
+        )
+        .await;
+    assert_eq!(resp.status(), 413);
+    let bigger = format!(
+        "{{\"order\":[{{\"uuid\":\"o\",\"note\":\"{}\"}}]}}",
+        "x".repeat(70 * 1024)
+    );
+    let resp = bridge
+        .post_signed(
+            "isendu",
+            "/webhooks/isendu",
+            ISENDU_TOKEN,
+            bigger.as_bytes(),
+        )
+        .await;
+    assert_eq!(resp.status(), 413);
+    bridge.cleanup().await;
+    bridge.terminate();
+}

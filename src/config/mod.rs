@@ -188,6 +188,8 @@ pub struct EndpointConfig {
     pub provider: &'static Provider,
     /// Path prefix; with path-token auth the token is the one segment after it.
     pub path: String,
+    /// The largest body this endpoint accepts: its own `max_body`, else the top-level one.
+    pub max_body: usize,
     /// Every listed secret verifies, so a secret can be rotated without downtime.
     pub secrets: Vec<Secret>,
     /// Where each secret came from, for `check-config`.
@@ -452,6 +454,7 @@ pub mod testing {
             name: format!("{}-test", provider.name),
             provider,
             path: format!("/webhooks/{}", provider.name),
+            max_body: 1024 * 1024,
             secrets: vec![Secret::new("test-secret")],
             secret_sources: vec![SecretSource::Literal],
             auth: (provider.default_auth)().unwrap_or(AuthConfig::Bearer),

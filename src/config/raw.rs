@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::{DedupConfig, QueueType, SpoolConfig};
 use crate::auth::AuthConfig;
 use crate::providers::generic::GenericConfig;
-use crate::units::{de_duration, de_size};
+use crate::units::{de_duration, de_opt_size, de_size};
 
 /// One value or a list of values (`secret = "…"` or `secret = ["…", "…"]`).
 #[derive(Debug, Clone, Deserialize)]
@@ -145,6 +145,9 @@ pub(super) struct RawAmqp {
 pub(super) struct RawEndpoint {
     pub(super) name: String,
     pub(super) provider: String,
+    /// This endpoint's body limit, when it differs from the top-level `max_body`.
+    #[serde(default, deserialize_with = "de_opt_size")]
+    pub(super) max_body: Option<u64>,
     pub(super) path: String,
     #[serde(default)]
     pub(super) secret: Option<OneOrMany>,

@@ -25,11 +25,14 @@ fn resolve_secret(raw: &str, key: &str) -> Result<(Secret, SecretSource), Config
     secret::resolve(raw).map_err(|e| invalid(key, e.to_string()))
 }
 
+/// The largest `max_body` the spool's records can hold with room for the envelope.
+const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
+
 pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if raw.ack_deadline < Duration::from_millis(100) || raw.ack_deadline > Duration::from_secs(30) {
         return Err(invalid("ack_deadline", "must be between 100ms and 30s"));
     }
-    if raw.max_body == 0 || raw.max_body > 64 * 1024 * 1024 {
+    if raw.max_body == 0 || raw.max_body > MAX_BODY_LIMIT {
         return Err(invalid("max_body", "must be between 1 byte and 64MiB"));
     }
     let limits = limits(raw.limits, raw.max_body)?;
@@ -64,7 +67,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 format!("duplicate path {:?}", ep.path),
             ));
         }
-        endpoints.push(endpoint(ep, &key, &mut warnings)?);
+        let max_body = endpoint_max_body(ep.max_body, raw.max_body, &limits, &key)?;
+        endpoints.push(endpoint(ep, max_body, &key, &mut warnings)?);
     }
     if endpoints.is_empty() {
         return Err(invalid("endpoint", "at least one [[endpoint]] is required"));
@@ -150,9 +154,35 @@ fn amqp(raw: RawAmqp) -> Result<AmqpConfig, ConfigError> {
     })
 }
 
+/// An endpoint's body limit: its own `max_body`, else the top-level one; within the spool's
+/// record size and the body budget.
+fn endpoint_max_body(
+    own: Option<u64>,
+    default: u64,
+    limits: &Limits,
+    key: &dyn Fn(&str) -> String,
+) -> Result<usize, ConfigError> {
+    let max_body = match own {
+        Some(n) if n == 0 || n > MAX_BODY_LIMIT => {
+            return Err(invalid(key("max_body"), "must be between 1 byte and 64MiB"));
+        }
+        Some(n) => n,
+        None => default,
+    };
+    let max_body = usize::try_from(max_body).unwrap_or(usize::MAX);
+    if max_body > limits.max_body_bytes_in_flight {
+        return Err(invalid(
+            key("max_body"),
+            "must be at most limits.max_body_bytes_in_flight (one largest body must fit)",
+        ));
+    }
+    Ok(max_body)
+}
+
 /// One `[[endpoint]]`: name, path, provider, auth, secrets, networks, provider options.
 fn endpoint(
     ep: RawEndpoint,
+    max_body: usize,
     key: &dyn Fn(&str) -> String,
     warnings: &mut Vec<String>,
 ) -> Result<EndpointConfig, ConfigError> {
@@ -219,6 +249,8 @@ fn endpoint(
         name: ep.name,
         provider,
         path: ep.path,
+        max_body,
+
         secrets,
         secret_sources,
         auth,

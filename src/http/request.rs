@@ -106,12 +106,12 @@ async fn steps(
         return Err(Refusal::MethodNotAllowed);
     }
     check_ip(endpoint, peer, req.headers())?;
-    let declared = check_declared_length(req.headers(), config.max_body)?;
+    let declared = check_declared_length(req.headers(), endpoint.max_body)?;
     // Schemes that need no body are decided here: a wrong token costs no body read.
     let head = authenticate_head(endpoint, req.headers(), route.token(req.uri().path()))?;
-    let _budget = reserve_body_bytes(state, declared.unwrap_or(config.max_body))?;
+    let _budget = reserve_body_bytes(state, declared.unwrap_or(endpoint.max_body))?;
     let (parts, body) = req.into_parts();
-    let body = read_body(body, config, deadline).await?;
+    let body = read_body(body, endpoint.max_body, config, deadline).await?;
     if head == HeadCheck::BodyRequired {
         authenticate(
             endpoint,
@@ -184,9 +184,14 @@ fn reserve_body_bytes(state: &AppState, bytes: usize) -> Result<OwnedSemaphorePe
 }
 
 /// The whole body, at most `max_body` bytes, within `body_read_timeout` (and the deadline).
-async fn read_body(body: Incoming, config: &Config, deadline: Instant) -> Result<Bytes, Refusal> {
+async fn read_body(
+    body: Incoming,
+    max_body: usize,
+    config: &Config,
+    deadline: Instant,
+) -> Result<Bytes, Refusal> {
     let read_until = (Instant::now() + config.limits.body_read_timeout).min(deadline);
-    let read = Limited::new(body, config.max_body).collect();
+    let read = Limited::new(body, max_body).collect();
     match tokio::time::timeout_at(read_until.into(), read).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Refusal::TooLarge),
