@@ -61,6 +61,12 @@ pub struct Metrics {
     pub spool_damaged_segments_total: IntCounter,
     /// Spool writes or fsyncs that failed (each refused the events it carried).
     pub spool_write_errors_total: IntCounter,
+    /// Age of the oldest event still in the spool; set at each scrape from
+    /// `spool_oldest_timestamp` (see [`Metrics::set_spool_oldest_timestamp`]).
+    pub spool_oldest_event_age_seconds: IntGauge,
+    /// Receipt time (seconds since the epoch) of the oldest event still in the spool; 0 when
+    /// the spool holds none.
+    spool_oldest_timestamp: Arc<AtomicU64>,
     /// Background tasks restarted after a panic, by task ([`Task`]).
     pub task_restarts_total: IntCounterVec,
     /// Provider requests between head parsed and answer (including ones refused as overloaded).
@@ -214,6 +220,13 @@ impl Metrics {
                 "Spool writes or fsyncs that failed.",
             ))?,
         )?;
+        let spool_oldest_event_age_seconds = registered(
+            &registry,
+            IntGauge::with_opts(opts(
+                "spool_oldest_event_age_seconds",
+                "Age in seconds of the oldest event in the spool not yet confirmed by the broker; 0 when there is none.",
+            ))?,
+        )?;
         let task_restarts_total = registered(
             &registry,
             IntCounterVec::new(
@@ -281,6 +294,8 @@ impl Metrics {
             spool_damaged_records_total,
             spool_damaged_segments_total,
             spool_write_errors_total,
+            spool_oldest_event_age_seconds,
+            spool_oldest_timestamp: Arc::new(AtomicU64::new(0)),
             task_restarts_total,
             in_flight_requests,
             log_lines_dropped_total,
@@ -292,10 +307,36 @@ impl Metrics {
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
         self.sync_log_lines_dropped(crate::logging::dropped_lines());
+        self.sync_spool_oldest_event_age(unix_now());
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+
+    /// The spool's oldest pending event was received at `timestamp` (seconds since the epoch),
+    /// or it holds none (`None`). The age is computed from it at each scrape.
+    pub fn set_spool_oldest_timestamp(&self, timestamp: Option<u64>) {
+        self.spool_oldest_timestamp
+            .store(timestamp.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// What [`Metrics::set_spool_oldest_timestamp`] last set.
+    pub fn spool_oldest_timestamp(&self) -> Option<u64> {
+        Some(self.spool_oldest_timestamp.load(Ordering::Relaxed)).filter(|&t| t > 0)
+    }
+
+    /// Set `spool_oldest_event_age_seconds` for the time `now` (seconds since the epoch): 0 when
+    /// the spool holds nothing, never negative (a clock set back).
+    fn sync_spool_oldest_event_age(&self, now: u64) {
+        let oldest = self.spool_oldest_timestamp.load(Ordering::Relaxed);
+        let age = if oldest == 0 {
+            0
+        } else {
+            now.saturating_sub(oldest)
+        };
+        self.spool_oldest_event_age_seconds
+            .set(i64::try_from(age).unwrap_or(i64::MAX));
     }
 
     /// Add to `log_lines_dropped_total` what `dropped` (a running total) has gained since the
@@ -308,6 +349,12 @@ impl Metrics {
             self.log_lines_dropped_total.inc_by(dropped - seen);
         }
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -359,5 +406,31 @@ mod tests {
             12,
             "clones share what was seen"
         );
+    }
+
+    #[test]
+    fn spool_oldest_event_age_is_computed_at_scrape_time() {
+        let m = Metrics::new().unwrap();
+        m.sync_spool_oldest_event_age(1_000);
+        assert_eq!(m.spool_oldest_event_age_seconds.get(), 0, "empty spool");
+        m.clone().set_spool_oldest_timestamp(Some(900));
+        m.sync_spool_oldest_event_age(1_000);
+        assert_eq!(m.spool_oldest_event_age_seconds.get(), 100);
+        m.sync_spool_oldest_event_age(1_030);
+        assert_eq!(m.spool_oldest_event_age_seconds.get(), 130, "grows");
+        m.sync_spool_oldest_event_age(800);
+        assert_eq!(m.spool_oldest_event_age_seconds.get(), 0, "clock set back");
+        m.set_spool_oldest_timestamp(None);
+        m.sync_spool_oldest_event_age(1_100);
+        assert_eq!(m.spool_oldest_event_age_seconds.get(), 0, "drained");
+        // render() computes it from the clock.
+        m.set_spool_oldest_timestamp(Some(unix_now() - 50));
+        let text = String::from_utf8(m.render()).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("webhook_bridge_spool_oldest_event_age_seconds "))
+            .unwrap();
+        let age: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!((50..=52).contains(&age), "{line}");
     }
 }

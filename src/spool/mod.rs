@@ -97,6 +97,8 @@ pub enum SpoolError {
 pub(super) struct Append {
     bytes: Vec<u8>,
     events: u64,
+    /// Timestamp of its first message.
+    first_timestamp: u64,
     reply: oneshot::Sender<Result<(), SpoolError>>,
 }
 
@@ -136,6 +138,10 @@ pub(super) struct State {
     /// soon as the writer moves on) are not counted.
     pending_events: u64,
     pending_bytes: u64,
+    /// Timestamp of the first pending record (the one at the cursor), or, between a confirm and
+    /// the next read, of the last record confirmed (which is no later); meaningful only while
+    /// `pending_events > 0`.
+    oldest: Option<u64>,
     /// An append was refused for lack of room, and nothing was drained since.
     full: bool,
     /// Group commits (write + fsync) done since start.
@@ -170,6 +176,8 @@ impl Shared {
     }
 
     fn publish_gauges(&self, st: &State) {
+        self.metrics
+            .set_spool_oldest_timestamp(st.oldest.filter(|_| st.pending_events > 0));
         self.metrics
             .spool_events
             .set(i64::try_from(st.pending_events).unwrap_or(i64::MAX));
@@ -217,6 +225,8 @@ fn read_format(dir: &Path) -> Result<Option<u32>, SpoolError> {
 struct Recovered {
     segments: BTreeMap<u64, Segment>,
     cursor: Cursor,
+    /// Timestamp of the first pending record.
+    oldest: Option<u64>,
     /// Highest segment id on disk (set-aside ones included) or named by the cursor file.
     max_id: u64,
 }
@@ -340,6 +350,17 @@ fn recover(dir: &Path, metrics: &Metrics) -> Result<Recovered, SpoolError> {
             retire_file(dir, id, !scan.damaged.is_empty(), metrics);
         }
     }
+    let oldest = scans.iter().find_map(|(&id, scan)| {
+        let from = if id == cursor.segment {
+            cursor.offset
+        } else {
+            0
+        };
+        scan.records
+            .iter()
+            .find(|r| r.offset >= from)
+            .map(|r| r.timestamp)
+    });
     let segments = scans
         .into_iter()
         .map(|(id, scan)| {
@@ -362,6 +383,7 @@ fn recover(dir: &Path, metrics: &Metrics) -> Result<Recovered, SpoolError> {
     Ok(Recovered {
         segments,
         cursor,
+        oldest,
         max_id,
     })
 }
@@ -418,6 +440,7 @@ impl Spool {
         let Recovered {
             mut segments,
             mut cursor,
+            oldest,
             max_id,
         } = recover(&dir, &metrics)?;
         mark_format(&dir, found, !segments.is_empty())?;
@@ -441,6 +464,7 @@ impl Spool {
             cursor,
             pending_events,
             pending_bytes,
+            oldest,
             writer_alive: true,
             write_failed: false,
             committing: false,
@@ -506,6 +530,7 @@ impl Spool {
         let sent = self.tx.send(Append {
             bytes,
             events: messages.len() as u64,
+            first_timestamp: messages.first().map_or(0, |m| m.timestamp),
             reply,
         });
         if sent.is_err() {
@@ -636,6 +661,55 @@ mod tests {
         spool.append(&[msg(1)]).await.unwrap();
         spool.append(&[msg(2)]).await.unwrap();
         assert_eq!(spool.shared.lock().active, active + 2);
+    }
+
+    #[tokio::test]
+    async fn the_oldest_pending_timestamp_follows_appends_confirms_and_reopening() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ts = |i: usize| Some(msg(i).timestamp);
+        let metrics = Metrics::new().unwrap();
+        let spool = Spool::open(&config(tmp.path(), 1 << 30), metrics.clone()).unwrap();
+        assert_eq!(metrics.spool_oldest_timestamp(), None, "empty");
+        spool.append(&[msg(3), msg(4)]).await.unwrap();
+        assert_eq!(metrics.spool_oldest_timestamp(), ts(3));
+        spool.append(&[msg(5)]).await.unwrap();
+        assert_eq!(
+            metrics.spool_oldest_timestamp(),
+            ts(3),
+            "a later append is newer"
+        );
+        // Confirm the first record only: the next one is the oldest once read.
+        let mut batch = spool.next_batch().await.unwrap().unwrap();
+        assert_eq!(metrics.spool_oldest_timestamp(), ts(3));
+        batch.truncate(1);
+        spool.confirm(&batch).await;
+        assert_eq!(
+            metrics.spool_oldest_timestamp(),
+            ts(3),
+            "no later than the next"
+        );
+        let batch = spool.next_batch().await.unwrap().unwrap();
+        assert_eq!(metrics.spool_oldest_timestamp(), ts(4));
+        spool.confirm(&batch).await;
+        assert_eq!(metrics.spool_oldest_timestamp(), None, "drained");
+        spool.append(&[msg(7), msg(8)]).await.unwrap();
+        assert_eq!(
+            metrics.spool_oldest_timestamp(),
+            ts(7),
+            "empty, then appended"
+        );
+        let mut batch = spool.next_batch().await.unwrap().unwrap();
+        batch.truncate(1);
+        spool.confirm(&batch).await;
+        drop(spool);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // On open, from the scan: the first record after the cursor.
+        let metrics = Metrics::new().unwrap();
+        let spool = Spool::open(&config(tmp.path(), 1 << 30), metrics.clone()).unwrap();
+        assert_eq!(spool.pending_events(), 1);
+        assert_eq!(metrics.spool_oldest_timestamp(), ts(8));
+        assert_eq!(drain_all(&spool).await, ["id-8"]);
+        assert_eq!(metrics.spool_oldest_timestamp(), None);
     }
 
     #[tokio::test]

@@ -125,6 +125,15 @@ impl Spool {
                                 segment: id,
                                 offset,
                             };
+                            if let Some((first, _)) = records.first() {
+                                // The batch starts at the cursor: its first record is the
+                                // oldest pending one.
+                                let mut st = self.shared.lock();
+                                if st.cursor == start {
+                                    st.oldest = Some(first.timestamp);
+                                    self.shared.publish_gauges(&st);
+                                }
+                            }
                             return Ok(Some(Batch { start, records }));
                         }
                         files::ReadOutcome::Damaged => self.rescan(id, offset).await?,
@@ -149,6 +158,11 @@ impl Spool {
         }
         st.pending_events = st.pending_events.saturating_sub(events);
         st.pending_bytes = st.pending_bytes.saturating_sub(bytes);
+        // The next record is read with the next batch; until then the last one confirmed is
+        // the closest known timestamp, and no later than the next record's.
+        if let Some((last, _)) = batch.records.last() {
+            st.oldest = Some(last.timestamp);
+        }
         st.full = false;
         self.shared.publish_gauges(&st);
     }

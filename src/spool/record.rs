@@ -231,12 +231,14 @@ pub struct Damage {
     pub records: u64,
 }
 
-/// A whole record found by [`scan`]: where it starts, its size and its message id.
+/// A whole record found by [`scan`]: where it starts, its size, its message id and its
+/// message's timestamp.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Span {
     pub offset: u64,
     pub size: u64,
     pub id: String,
+    pub timestamp: u64,
 }
 
 /// What a segment's bytes hold.
@@ -293,6 +295,7 @@ fn scan_version(buf: &[u8], version: u8) -> Scan {
                 offset: pos as u64,
                 size: size as u64,
                 id: m.id,
+                timestamp: m.timestamp,
             });
             pos += size;
             continue;

@@ -188,6 +188,7 @@ pub(super) fn writer(shared: Arc<Shared>, rx: Receiver<Append>, file: File) {
         // Admit what fits under max_bytes, in arrival order; drop what nobody waits for.
         let mut buf = Vec::new();
         let mut events = 0;
+        let mut first_timestamp = None;
         let mut waiters = Vec::with_capacity(group.len());
         {
             let mut st = shared.lock();
@@ -210,6 +211,7 @@ pub(super) fn writer(shared: Arc<Shared>, rx: Receiver<Append>, file: File) {
                 }
                 buf.extend_from_slice(&a.bytes);
                 events += a.events;
+                first_timestamp = first_timestamp.or(Some(a.first_timestamp));
                 waiters.push(a.reply);
             }
             st.committing = !waiters.is_empty();
@@ -239,6 +241,10 @@ pub(super) fn writer(shared: Arc<Shared>, rx: Receiver<Append>, file: File) {
                     seg.len = active.len;
                     seg.pending_events += events;
                     seg.pending_bytes += bytes;
+                }
+                if st.pending_events == 0 {
+                    // The spool was empty: the first record written is the oldest pending.
+                    st.oldest = first_timestamp;
                 }
                 st.pending_bytes += bytes;
                 st.pending_events += events;
