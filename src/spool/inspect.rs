@@ -142,3 +142,66 @@ pub fn inspect(dir: &Path) -> Result<Inspection, SpoolError> {
         pending,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::files::{segment_path, write_cursor};
+    use super::super::record::encode_record;
+    use super::*;
+
+    fn msg(i: usize) -> Message {
+        Message {
+            id: format!("id-{i}"),
+            routing_key: "p.order.created".into(),
+            source: "webhook-bridge/p/e".into(),
+            timestamp: 1_700_000_000 + i as u64,
+            body: format!("{{\"n\":{i}}}").into_bytes(),
+        }
+    }
+
+    #[test]
+    fn pending_records_skip_damage_and_a_torn_tail_and_follow_the_cursor() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut buf = Vec::new();
+        let mut starts = Vec::new();
+        for i in 0..5 {
+            starts.push(buf.len() as u64);
+            encode_record(&msg(i), &mut buf);
+        }
+        // Record 3 damaged, half a record at the tail.
+        buf[starts[3] as usize + 14] ^= 0xFF;
+        let mut tail = Vec::new();
+        encode_record(&msg(5), &mut tail);
+        buf.extend_from_slice(&tail[..tail.len() / 2]);
+        fs::write(segment_path(tmp.path(), 1), &buf).unwrap();
+        fs::write(tmp.path().join("00000000000000000009.seg.damaged"), b"x").unwrap();
+        fs::write(tmp.path().join("format"), "2\n").unwrap();
+        write_cursor(
+            tmp.path(),
+            Cursor {
+                segment: 1,
+                offset: starts[1],
+            },
+        )
+        .unwrap();
+        let before: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+
+        let ins = inspect(tmp.path()).unwrap();
+        let ids: Vec<&str> = ins.pending.iter().map(|r| r.message.id.as_str()).collect();
+        assert_eq!(ids, ["id-1", "id-2", "id-4"]);
+        assert_eq!(ins.pending[0].offset, starts[1]);
+        assert_eq!(ins.format, Some(2));
+        assert_eq!(ins.damaged_files.len(), 1);
+        assert_eq!(ins.damaged_records(), 1);
+        assert_eq!(ins.segments[0].torn, (tail.len() / 2) as u64);
+        let after: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(before, after);
+        assert_eq!(fs::read(segment_path(tmp.path(), 1)).unwrap(), buf);
+    }
+}
