@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use webhook_bridge::config::Config;
 use webhook_bridge::secret::redact_url;
 use webhook_bridge::send;
-use webhook_bridge::tools::{tail, unrouted};
+use webhook_bridge::tools::{spool, tail, unrouted};
 
 /// jemalloc rather than the C library's malloc. The release image is a static musl binary, and
 /// musl's allocator made the bridge spend 70 µs of CPU per event instead of 40 and cut isendu
@@ -117,10 +117,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read a spool directory, safely next to a running bridge: takes no lock, changes nothing.
+    Spool {
+        #[command(subcommand)]
+        command: SpoolCommand,
+    },
     /// The queue `<exchange>.unrouted`, where messages no queue was bound for are kept.
     Unrouted {
         #[command(subcommand)]
         command: UnroutedCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpoolCommand {
+    /// Pending events and bytes, the oldest pending event's age, counts per routing key, damaged
+    /// segments and regions, the spool format.
+    Status {
+        /// The spool directory (`[spool] dir`).
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// One line per pending record: segment, offset, time (RFC 3339), routing key, message id.
+    List {
+        /// The spool directory (`[spool] dir`).
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// JSON lines, one per pending record: id, routing_key, source, timestamp, body (the
+    /// CloudEvent).
+    Export {
+        /// The spool directory (`[spool] dir`).
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -284,6 +313,15 @@ fn run(command: Command) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(tail::run(&cfg.amqp, &opts, std::io::stdout()))?;
+            Ok(())
+        }
+        Command::Spool { command } => {
+            let stdout = std::io::stdout().lock();
+            match command {
+                SpoolCommand::Status { dir } => spool::status(&dir, stdout)?,
+                SpoolCommand::List { dir } => spool::list(&dir, stdout)?,
+                SpoolCommand::Export { dir } => spool::export(&dir, stdout)?,
+            }
             Ok(())
         }
         Command::Unrouted {

@@ -8,7 +8,8 @@
 //!   sorts a segment into records, damaged regions and a torn tail;
 //! - [`files`]: segment files, the cursor and format files, reading records back;
 //! - [`writer`]: the group-commit writer thread;
-//! - [`reader`]: batches for the drainer, in order, and retiring what was confirmed.
+//! - [`reader`]: batches for the drainer, in order, and retiring what was confirmed;
+//! - [`inspect`]: reading a directory read-only, next to a running bridge (`webhook-bridge spool`).
 //!
 //! **Invariants:**
 //! - `append` returns `Ok` only after the records are written and `fdatasync`'d.
@@ -38,6 +39,7 @@ use crate::message::Message;
 use crate::metrics::Metrics;
 
 mod files;
+mod inspect;
 mod reader;
 pub mod record;
 mod writer;
@@ -47,6 +49,7 @@ use self::files::{
     Entry, classify, create_segment, damaged_path, read_cursor, read_segment, segment_path,
     sync_dir, write_durably,
 };
+pub use self::inspect::{Inspection, PendingRecord, SegmentReport, inspect};
 pub use self::reader::Batch;
 use self::record::{Damage, Scan, encode_record, fits_in_record};
 

@@ -2,7 +2,7 @@
 //! subcommand of the binary: `tail` (watch the exchange from a temporary queue of its own) and
 //! `unrouted replay` (move parked messages back to the exchange). Neither declares the bridge's
 //! topology, nor consumes from any queue but its own, except `unrouted replay` from
-//! `<exchange>.unrouted`.
+//! `<exchange>.unrouted`. `spool` reads a spool directory instead, offline and read-only.
 
 use lapin::{Connection, ConnectionProperties};
 use tracing::{info, warn};
@@ -11,6 +11,7 @@ use crate::config::AmqpConfig;
 use crate::publisher::with_heartbeat;
 use crate::secret::redact_url;
 
+pub mod spool;
 pub mod tail;
 pub mod unrouted;
 
@@ -35,6 +36,8 @@ pub enum ToolError {
          duplicate with the same message_id)"
     )]
     ConfirmTimeout(std::time::Duration),
+    #[error("cannot read the spool: {0}")]
+    Spool(#[from] crate::spool::SpoolError),
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
 }
