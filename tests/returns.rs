@@ -15,9 +15,9 @@ use std::time::Duration;
 use common::load::{metric, wait_metric, wegocod_body};
 use common::*;
 use lapin::options::QueueBindOptions;
-use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Connection, ConnectionProperties};
 
 /// A bridge that declares nothing, on one confirm channel (so every request's confirms share
 /// the channel's multiple-acks), and the exchange it publishes to, declared here *without* an
@@ -41,49 +41,9 @@ async fn bridge_without_alternate_exchange() -> Bridge {
         "the log says why: {}",
         bridge.logs()
     );
-    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
-    ch.exchange_declare(
-        ShortString::from(bridge.exchange.as_str()),
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare exchange");
-    let _ = conn.close(200, ShortString::from("bye")).await;
+    declare_plain_exchange(&bridge.exchange).await;
     bridge.wait_connected(Duration::from_secs(20)).await;
     bridge
-}
-
-/// The queue unroutable messages are parked in (`{exchange}.unrouted`), declared by the operator.
-async fn declare_unrouted_queue(exchange: &str) {
-    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
-    ch.queue_declare(
-        ShortString::from(format!("{exchange}.unrouted").as_str()),
-        QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare unrouted queue");
-    let _ = conn.close(200, ShortString::from("bye")).await;
-}
-
-fn peddler_body(id: &str) -> Vec<u8> {
-    String::from_utf8_lossy(webhook_bridge::providers::peddler::CONFIRMED)
-        .replace("Lc7rRTyivvk_lC0w8kLoU", id)
-        .into_bytes()
 }
 
 /// `(status, body)` of one signed POST.

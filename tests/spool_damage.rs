@@ -16,9 +16,6 @@ use std::time::{Duration, Instant};
 use common::load::{self, metric, wait_metric, wegocod_body};
 use common::proxy::{Mode, Proxy};
 use common::*;
-use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
-use lapin::types::{FieldTable, ShortString};
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use webhook_bridge::spool::record;
 
 fn spool_dir(bridge: &Bridge) -> PathBuf {
@@ -397,48 +394,9 @@ async fn bridge_without_alternate_exchange(max_bytes: &str) -> Bridge {
         ..BridgeOptions::default()
     })
     .await;
-    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
-    ch.exchange_declare(
-        ShortString::from(exchange_ready.exchange.as_str()),
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare exchange");
-    let _ = conn.close(200, ShortString::from("bye")).await;
+    declare_plain_exchange(&exchange_ready.exchange).await;
     exchange_ready.wait_connected(Duration::from_secs(20)).await;
     exchange_ready
-}
-
-async fn declare_unrouted_queue(exchange: &str) {
-    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
-    ch.queue_declare(
-        ShortString::from(format!("{exchange}.unrouted").as_str()),
-        QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare unrouted queue");
-    let _ = conn.close(200, ShortString::from("bye")).await;
-}
-
-fn peddler_body(id: &str) -> Vec<u8> {
-    String::from_utf8_lossy(webhook_bridge::providers::peddler::CONFIRMED)
-        .replace("Lc7rRTyivvk_lC0w8kLoU", id)
-        .into_bytes()
 }
 
 async fn post_peddler(bridge: &Bridge, id: &str) -> (u16, String) {

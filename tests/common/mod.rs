@@ -632,3 +632,51 @@ pub async fn broker_available() {
         "RabbitMQ is not reachable at 127.0.0.1:5672 — run ./scripts/test, which starts it"
     );
 }
+
+/// Declare `exchange` as an operator's plain durable topic exchange, *without* the alternate
+/// exchange the bridge would give it (for bridges with `declare_topology = false`).
+pub async fn declare_plain_exchange(exchange: &str) {
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.exchange_declare(
+        ShortString::from(exchange),
+        lapin::ExchangeKind::Topic,
+        lapin::options::ExchangeDeclareOptions {
+            durable: true,
+            ..lapin::options::ExchangeDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare exchange");
+    let _ = conn.close(200, ShortString::from("bye")).await;
+}
+
+/// The queue unroutable messages are parked in (`{exchange}.unrouted`), declared by the operator
+/// as a plain durable queue.
+pub async fn declare_unrouted_queue(exchange: &str) {
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.queue_declare(
+        ShortString::from(format!("{exchange}.unrouted").as_str()),
+        lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..lapin::options::QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare unrouted queue");
+    let _ = conn.close(200, ShortString::from("bye")).await;
+}
+
+/// The Peddler sample with its own shipment id.
+pub fn peddler_body(id: &str) -> Vec<u8> {
+    String::from_utf8_lossy(webhook_bridge::providers::peddler::CONFIRMED)
+        .replace("Lc7rRTyivvk_lC0w8kLoU", id)
+        .into_bytes()
+}
