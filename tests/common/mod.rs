@@ -46,12 +46,18 @@ pub fn standard_endpoints() -> String {
     fixtures::standard_endpoints_toml()
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released).
+/// A free TCP port on 127.0.0.1 (bound then released), chosen below the kernel's ephemeral
+/// range (32768–60999) so that the many outgoing connections of tests running in parallel
+/// cannot take it between this check and the bridge's own bind. Another test process can still
+/// pick the same port in that window: `Bridge::start_with` retries with new ports when it does.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    for _ in 0..1000 {
+        let port = fastrand::u16(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
 }
 
 /// Unique name for this test's exchange, queue and spool.
@@ -124,46 +130,56 @@ impl Bridge {
     }
 
     pub async fn start_with(opts: BridgeOptions) -> Bridge {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let mut dir = tempfile::tempdir().expect("tempdir");
         let exchange = opts.exchange.clone().unwrap_or_else(|| unique("wbt"));
-        let port = free_port();
-        let admin_port = free_port();
         let urls: Vec<String> = opts.amqp_urls.iter().map(|u| format!("\"{u}\"")).collect();
         let spool_dir = dir.path().join("spool");
-        let config = format!(
-            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n{top}\n\
-             [amqp]\nurls = [{urls}]\nexchange = \"{exchange}\"\n{amqp_extra}\n\
-             {tables}\n{endpoints}\n",
-            top = opts.top,
-            urls = urls.join(", "),
-            amqp_extra = opts.amqp_extra,
-            tables = if opts.tables.contains("[spool]") {
-                opts.tables.clone()
-            } else {
-                format!(
-                    "[spool]\ndir = \"{}\"\n{}",
-                    spool_dir.display(),
-                    opts.tables
-                )
-            },
-            endpoints = opts.endpoints,
-        );
         let config_path = dir.path().join("bridge.toml");
-        std::fs::write(&config_path, config).expect("write config");
         let log_path = dir.path().join("bridge.log");
-        let child = spawn(&config_path, &log_path, &opts);
-        let bridge = Bridge {
-            child,
-            port,
-            admin_port,
-            exchange,
-            dir,
-            config_path,
-            log_path,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(15))
-                .build()
-                .expect("client"),
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .expect("client");
+        let mut attempt = 0;
+        let bridge = loop {
+            attempt += 1;
+            let port = free_port();
+            let admin_port = free_port();
+            let config = format!(
+                "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n{top}\n\
+                 [amqp]\nurls = [{urls}]\nexchange = \"{exchange}\"\n{amqp_extra}\n\
+                 {tables}\n{endpoints}\n",
+                top = opts.top,
+                urls = urls.join(", "),
+                amqp_extra = opts.amqp_extra,
+                tables = if opts.tables.contains("[spool]") {
+                    opts.tables.clone()
+                } else {
+                    format!(
+                        "[spool]\ndir = \"{}\"\n{}",
+                        spool_dir.display(),
+                        opts.tables
+                    )
+                },
+                endpoints = opts.endpoints,
+            );
+            std::fs::write(&config_path, config).expect("write config");
+            let child = spawn(&config_path, &log_path, &opts);
+            let mut bridge = Bridge {
+                child,
+                port,
+                admin_port,
+                exchange: exchange.clone(),
+                dir,
+                config_path: config_path.clone(),
+                log_path: log_path.clone(),
+                client: client.clone(),
+            };
+            if bridge.lost_port_race(Duration::from_secs(20)).await && attempt < 5 {
+                dir = bridge.into_dir();
+                continue;
+            }
+            break bridge;
         };
         if opts.wait_ready {
             bridge.wait_ready(Duration::from_secs(20)).await;
@@ -174,6 +190,35 @@ impl Bridge {
             bridge.wait_listening(Duration::from_secs(20)).await;
         }
         bridge
+    }
+
+    /// Wait until the process listens or exits; true when it exited because another process
+    /// took one of its ports between `free_port` and its bind.
+    async fn lost_port_race(&mut self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return std::fs::read_to_string(&self.log_path)
+                    .unwrap_or_default()
+                    .contains("Address already in use");
+            }
+            if self
+                .client
+                .get(self.admin_url("/healthz"))
+                .send()
+                .await
+                .is_ok()
+            {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Give up this (exited) process but keep its directory for the next attempt.
+    fn into_dir(mut self) -> tempfile::TempDir {
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
     }
 
     /// Restart the process with the same config (after a kill).
