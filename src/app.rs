@@ -183,6 +183,130 @@ where
 /// empty the spool → stop it (what it had not seen confirmed stays in the spool for the next
 /// start; an empty spool's directory is emptied, so any release starts on it) → close the
 /// broker connection.
+/// The background tasks `serve` starts, each supervised, and what they need at exit.
+struct Background {
+    link: JoinHandle<()>,
+    strays: JoinHandle<()>,
+    drainer: Option<JoinHandle<()>>,
+    /// Returned messages of answered requests not yet in the spool.
+    held: Arc<delivery::strays::Held>,
+    spool: Option<Arc<Spool>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Background {
+    /// Start the link manager, the stray keeper and (with a spool) the drainer.
+    fn start(
+        publisher: &Arc<Publisher>,
+        spool: Option<Arc<Spool>>,
+        health: &Arc<TaskHealth>,
+        metrics: &Metrics,
+    ) -> Background {
+        let (stop, stop_rx) = shutdown::channel();
+        let link = {
+            let (publisher, stop) = (Arc::clone(publisher), stop_rx.clone());
+            supervise(
+                Task::Link,
+                Arc::clone(health),
+                metrics.clone(),
+                stop_rx.clone(),
+                move || Arc::clone(&publisher).manage(stop.clone()),
+            )
+        };
+        let held = Arc::new(delivery::strays::Held::default());
+        let strays = {
+            let (publisher, spool, held, stop) = (
+                Arc::clone(publisher),
+                spool.clone(),
+                Arc::clone(&held),
+                stop_rx.clone(),
+            );
+            supervise(
+                Task::Strays,
+                Arc::clone(health),
+                metrics.clone(),
+                stop_rx.clone(),
+                move || {
+                    delivery::strays::keep(
+                        Arc::clone(&publisher),
+                        spool.clone(),
+                        Arc::clone(&held),
+                        stop.clone(),
+                    )
+                },
+            )
+        };
+        let drainer = spool.clone().map(|spool| {
+            let (publisher, stop) = (Arc::clone(publisher), stop_rx.clone());
+            supervise(
+                Task::Drainer,
+                Arc::clone(health),
+                metrics.clone(),
+                stop_rx,
+                move || {
+                    delivery::drainer::run(Arc::clone(&spool), Arc::clone(&publisher), stop.clone())
+                },
+            )
+        });
+        Background {
+            link,
+            strays,
+            drainer,
+            held,
+            spool,
+            stop,
+        }
+    }
+
+    /// After the listeners stopped: drain the spool for at most `drain_budget`, stop the tasks,
+    /// say what could not be kept, and leave a drained spool directory empty.
+    async fn stop(self, drain_budget: Duration) {
+        if let Some(spool) = &self.spool {
+            drain_before_exit(spool, drain_budget).await;
+        }
+        let _ = self.stop.send(true);
+        let mut stopped = true;
+        if let Some(drainer) = self.drainer
+            && tokio::time::timeout(CLOSE_TIMEOUT, drainer).await.is_err()
+        {
+            warn!("spool drainer did not stop in time");
+            stopped = false;
+        }
+        if tokio::time::timeout(CLOSE_TIMEOUT, self.strays)
+            .await
+            .is_err()
+        {
+            warn!("spooling of returned messages did not stop in time");
+            stopped = false;
+        }
+        if !self.held.is_empty() {
+            error!(
+                events = self.held.len(),
+                "unroutable messages of answered requests could not be spooled before exit: they are lost"
+            );
+        } else if stopped && let Some(spool) = &self.spool {
+            // Drained: leave a directory any release can start on (docs/deploy.md, rollbacks).
+            match spool.release_if_drained() {
+                Ok(true) => info!("spool drained: its directory is left empty"),
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "could not empty the drained spool directory"),
+            }
+        }
+        if tokio::time::timeout(CLOSE_TIMEOUT, self.link)
+            .await
+            .is_err()
+        {
+            warn!("broker connection did not close in time");
+        }
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })
+}
+
 pub async fn serve(config: Config) -> Result<(), StartError> {
     for w in &config.warnings {
         warn!("{w}");
@@ -190,20 +314,8 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let config = Arc::new(config);
     let metrics = Metrics::new()?;
     let (stop_tx, stop_rx) = shutdown::channel();
-
-    let providers_listener =
-        TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: config.listen,
-                source,
-            })?;
-    let admin_listener = TcpListener::bind(config.admin_listen)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: config.admin_listen,
-            source,
-        })?;
+    let providers_listener = bind(config.listen).await?;
+    let admin_listener = bind(config.admin_listen).await?;
 
     let spool = if config.spool.enabled {
         let spool =
@@ -217,9 +329,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     };
     let dedup = config.dedup.enabled.then(|| Dedup::new(&config.dedup));
     // The broker side stops only after the listeners, so in-flight requests can still publish.
-    let (amqp_stop_tx, amqp_stop_rx) = shutdown::channel();
     let publisher = Publisher::new(config.amqp.clone(), metrics.clone());
-    let spool_at_exit = spool.clone();
     let delivery = Arc::new(Delivery::new(
         Arc::clone(&publisher),
         spool.clone(),
@@ -227,52 +337,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         config.ack_deadline,
         metrics.clone(),
     ));
-    let health = Arc::clone(delivery.tasks());
-    let link = {
-        let (publisher, stop) = (Arc::clone(&publisher), amqp_stop_rx.clone());
-        supervise(
-            Task::Link,
-            Arc::clone(&health),
-            metrics.clone(),
-            amqp_stop_rx.clone(),
-            move || Arc::clone(&publisher).manage(stop.clone()),
-        )
-    };
-    let held = Arc::new(delivery::strays::Held::default());
-    let strays = {
-        let (publisher, spool, held, stop) = (
-            Arc::clone(&publisher),
-            spool.clone(),
-            Arc::clone(&held),
-            amqp_stop_rx.clone(),
-        );
-        supervise(
-            Task::Strays,
-            Arc::clone(&health),
-            metrics.clone(),
-            amqp_stop_rx.clone(),
-            move || {
-                delivery::strays::keep(
-                    Arc::clone(&publisher),
-                    spool.clone(),
-                    Arc::clone(&held),
-                    stop.clone(),
-                )
-            },
-        )
-    };
-    let drainer = spool.map(|spool| {
-        let (publisher, stop) = (Arc::clone(&publisher), amqp_stop_rx.clone());
-        supervise(
-            Task::Drainer,
-            Arc::clone(&health),
-            metrics.clone(),
-            amqp_stop_rx,
-            move || {
-                delivery::drainer::run(Arc::clone(&spool), Arc::clone(&publisher), stop.clone())
-            },
-        )
-    });
+    let background = Background::start(&publisher, spool, delivery.tasks(), &metrics);
     let state = Arc::new(AppState::new(Arc::clone(&config), delivery, metrics));
 
     info!(
@@ -291,37 +356,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     // In-flight requests finish within the ack deadline plus a margin for the last answers.
     let grace = config.ack_deadline + Duration::from_secs(1);
     http::serve_providers(providers_listener, state, stop_rx, grace).await;
-    if let Some(spool) = &spool_at_exit {
-        drain_before_exit(spool, config.spool.shutdown_drain).await;
-    }
-    let _ = amqp_stop_tx.send(true);
-    let mut stopped = true;
-    if let Some(drainer) = drainer
-        && tokio::time::timeout(CLOSE_TIMEOUT, drainer).await.is_err()
-    {
-        warn!("spool drainer did not stop in time");
-        stopped = false;
-    }
-    if tokio::time::timeout(CLOSE_TIMEOUT, strays).await.is_err() {
-        warn!("spooling of returned messages did not stop in time");
-        stopped = false;
-    }
-    if !held.is_empty() {
-        error!(
-            events = held.len(),
-            "unroutable messages of answered requests could not be spooled before exit: they are lost"
-        );
-    } else if stopped && let Some(spool) = &spool_at_exit {
-        // Drained: leave a directory any release can start on (docs/deploy.md, rollbacks).
-        match spool.release_if_drained() {
-            Ok(true) => info!("spool drained: its directory is left empty"),
-            Ok(false) => {}
-            Err(e) => warn!(error = %e, "could not empty the drained spool directory"),
-        }
-    }
-    if tokio::time::timeout(CLOSE_TIMEOUT, link).await.is_err() {
-        warn!("broker connection did not close in time");
-    }
+    background.stop(config.spool.shutdown_drain).await;
     let _ = admin.await;
     info!("webhook-bridge stopped");
     Ok(())
