@@ -129,27 +129,46 @@ enum Command {
     },
 }
 
+/// Which spool directory a `spool` command reads.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct SpoolDir {
+    /// The spool directory.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// A bridge config file: its `[spool] dir` (the secrets it names must resolve).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl SpoolDir {
+    fn resolve(self) -> anyhow::Result<PathBuf> {
+        match (self.dir, self.config) {
+            (Some(dir), _) => Ok(dir),
+            (None, Some(config)) => Ok(Config::load(&config)?.spool.dir),
+            (None, None) => anyhow::bail!("give --dir or --config"),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum SpoolCommand {
     /// Pending events and bytes, the oldest pending event's age, counts per routing key, damaged
     /// segments and regions, the spool format.
     Status {
-        /// The spool directory (`[spool] dir`).
-        #[arg(long)]
-        dir: PathBuf,
+        #[command(flatten)]
+        spool: SpoolDir,
     },
     /// One line per pending record: segment, offset, time (RFC 3339), routing key, message id.
     List {
-        /// The spool directory (`[spool] dir`).
-        #[arg(long)]
-        dir: PathBuf,
+        #[command(flatten)]
+        spool: SpoolDir,
     },
     /// JSON lines, one per pending record: id, routing_key, source, timestamp, body (the
     /// CloudEvent).
     Export {
-        /// The spool directory (`[spool] dir`).
-        #[arg(long)]
-        dir: PathBuf,
+        #[command(flatten)]
+        spool: SpoolDir,
     },
 }
 
@@ -318,9 +337,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Spool { command } => {
             let stdout = std::io::stdout().lock();
             match command {
-                SpoolCommand::Status { dir } => spool::status(&dir, stdout)?,
-                SpoolCommand::List { dir } => spool::list(&dir, stdout)?,
-                SpoolCommand::Export { dir } => spool::export(&dir, stdout)?,
+                SpoolCommand::Status { spool } => spool::status(&spool.resolve()?, stdout)?,
+                SpoolCommand::List { spool } => spool::list(&spool.resolve()?, stdout)?,
+                SpoolCommand::Export { spool } => spool::export(&spool.resolve()?, stdout)?,
             }
             Ok(())
         }

@@ -28,9 +28,14 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn spool_tool(cmd: &str, dir: &Path) -> String {
+    spool_tool_with(cmd, "--dir", dir)
+}
+
+/// `webhook-bridge spool CMD FLAG PATH`, FLAG being `--dir` or `--config`.
+fn spool_tool_with(cmd: &str, flag: &str, path: &Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_webhook-bridge"))
-        .args(["spool", cmd, "--dir"])
-        .arg(dir)
+        .args(["spool", cmd, flag])
+        .arg(path)
         .output()
         .expect("run webhook-bridge spool");
     assert!(
@@ -114,6 +119,11 @@ async fn spool_tool_reports_the_spooled_events_of_a_running_bridge_and_changes_n
     }
 
     let export = spool_tool("export", &dir);
+    assert_eq!(
+        spool_tool_with("export", "--config", &bridge.config_path),
+        export,
+        "--config reads the config's [spool] dir"
+    );
     let lines: Vec<serde_json::Value> = export
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
