@@ -12,11 +12,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use lapin::options::{
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{FieldTable, ShortString};
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Connection, ConnectionProperties};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -503,31 +501,8 @@ async fn unrouted_replay_without_an_alternate_exchange_leaves_returned_messages_
     })
     .await;
     let unrouted = format!("{}.unrouted", bridge.exchange);
-    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
-    ch.exchange_declare(
-        ShortString::from(bridge.exchange.as_str()),
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare exchange");
-    ch.queue_declare(
-        ShortString::from(unrouted.as_str()),
-        QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare unrouted queue");
+    declare_plain_exchange(&bridge.exchange).await;
+    declare_unrouted_queue(&bridge.exchange).await;
     bridge.wait_connected(Duration::from_secs(20)).await;
 
     let n = post_samples(&bridge, &SAMPLES[..3]).await;
@@ -564,6 +539,10 @@ async fn unrouted_replay_without_an_alternate_exchange_leaves_returned_messages_
     drop(parked);
 
     // Without the unrouted queue there is nothing to replay from: an error, exit 1.
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
     ch.queue_delete(
         ShortString::from(unrouted.as_str()),
         QueueDeleteOptions::default(),
