@@ -658,7 +658,7 @@ fn cluster_variant_problems(v: &ClusterVariant) -> Vec<String> {
         .as_str()
         .unwrap_or("messaging");
     let replicas = cluster["spec"]["replicas"].as_u64().unwrap_or(1);
-    if replicas < 3 || replicas % 2 == 0 {
+    if replicas < 3 || replicas.is_multiple_of(2) {
         problems.push(format!("replicas {replicas}: must be odd and at least 3"));
     }
     let config = repo().join(CLUSTER_VARIANT).join("app/webhook-bridge.toml");
