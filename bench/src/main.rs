@@ -73,7 +73,13 @@ async fn run(args: Args, bin: PathBuf) -> Result<()> {
     } else {
         args.amqp_url.clone()
     };
-    let mut broker = Broker::connect(&url).await?;
+    let mut broker = Broker::connect(&url).await.map_err(|e| {
+        if args.cluster {
+            e.context("connecting to node 1 of the cluster: is it up (scripts/cluster up)?")
+        } else {
+            e
+        }
+    })?;
     let result = if args.cluster {
         cluster::bench(&args, &bin, &tag, dir.path(), &mut broker).await
     } else {
