@@ -19,6 +19,8 @@ REPO = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 EXAMPLE = "deploy/kubernetes/example"
 STATEFULSET = "deploy/kubernetes/variants/statefulset"
 LEGACY = "deploy/kubernetes/variants/legacy-sidecar"
+RMQ_CLUSTER = "deploy/kubernetes/variants/rabbitmq-cluster"
+RMQ_CLUSTER_CONFIG = "deploy/kubernetes/variants/rabbitmq-cluster/app/webhook-bridge.toml"
 COMPONENT_ONLY = "component-only"  # rendered by check-deploy: a bare worker + the components
 CONFIG = "deploy/kubernetes/example/config/webhook-bridge.toml"
 RULES = "deploy/monitoring/rules.yaml"
@@ -449,6 +451,209 @@ def check_component_only(docs, webhook_port, admin_port):
     return problems
 
 
+# ---- the RabbitMQ cluster variant --------------------------------------------------------------
+
+RMQ_API = "rabbitmq.com/v1beta1"
+TOPOLOGY_KINDS = ("Exchange", "Queue", "Binding", "User", "Permission")
+ALLOWED_NAMESPACES = "rabbitmq.com/topology-allowed-namespaces"
+
+
+def topic_pattern_problem(pattern):
+    """Why `pattern` is no valid topic binding key (words separated by dots, `*` and `#` only as
+    whole words); None when it is."""
+    if not isinstance(pattern, str) or not pattern:
+        return "empty routing key"
+    for word in pattern.split("."):
+        if word == "":
+            return f"routing key {pattern!r} has an empty word"
+        if word not in ("*", "#") and ("*" in word or "#" in word):
+            return f"routing key {pattern!r}: `*` and `#` must be whole words"
+        if word not in ("*", "#") and not re.fullmatch(r"[a-z0-9_-]+", word):
+            return f"routing key {pattern!r}: word {word!r} is not a routing-key word ([a-z0-9_-])"
+    return None
+
+
+def expand_env(value, env):
+    """Kubernetes' $(NAME) expansion of an env value with the env vars defined before it."""
+    return re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), value)
+
+
+def check_rabbitmq_cluster(docs, cfg):
+    """The variant wired to a RabbitmqCluster: an odd number (>= 3) of nodes; the bridge's URLs
+    list each node once by its per-pod DNS name, with numeric AMQP ports; the topology objects
+    reference the cluster (and may: allowed namespaces), with their required fields; the worker's
+    queue is a durable quorum queue; every binding comes from the bridge's exchange into a queue
+    declared here, with a valid topic pattern; an Exchange object for the bridge's exchange
+    declares exactly what the bridge declares; the bridge's credentials come from a Secret that a
+    User imports, whose Permission covers what the bridge declares and publishes."""
+    problems = []
+    p = problems.append
+    kinds = by_kind(docs)
+    clusters = [d for d in kinds.get("RabbitmqCluster", []) if d.get("apiVersion") == RMQ_API]
+    if len(clusters) != 1:
+        return [f"expected one RabbitmqCluster ({RMQ_API}), found {len(clusters)}"]
+    cluster = clusters[0]
+    cname = cluster["metadata"]["name"]
+    cns = cluster["metadata"].get("namespace")
+    replicas = cluster.get("spec", {}).get("replicas", 1)
+    if not isinstance(replicas, int) or replicas < 3 or replicas % 2 == 0:
+        p(f"RabbitmqCluster {cname}: replicas {replicas!r} must be odd and at least 3 (a quorum "
+          f"queue needs a majority; an even count tolerates no more failures than one less)")
+        replicas = replicas if isinstance(replicas, int) and replicas > 0 else 0
+    allowed = [n.strip() for n in
+               cluster["metadata"].get("annotations", {}).get(ALLOWED_NAMESPACES, "").split(",")
+               if n.strip()]
+    amqp = cfg.get("amqp", {})
+    exchange = amqp.get("exchange", "webhooks")
+    unrouted = f"{exchange}.unrouted"
+
+    # Every topology object: the cluster reference and the fields the operator requires.
+    topo = [d for k in TOPOLOGY_KINDS for d in kinds.get(k, [])]
+    for d in topo:
+        name = f"{d['kind']} {d['metadata']['name']}"
+        if d.get("apiVersion") != RMQ_API:
+            p(f"{name}: apiVersion must be {RMQ_API}")
+        spec = d.get("spec", {})
+        ref = spec.get("rabbitmqClusterReference", {})
+        ns = d["metadata"].get("namespace")
+        if ref.get("name") != cname or ref.get("namespace", ns) != cns:
+            p(f"{name}: rabbitmqClusterReference {ref} is not the RabbitmqCluster {cns}/{cname}")
+        elif ns != cns and ns not in allowed and "*" not in allowed:
+            p(f"{name}: namespace {ns} is not in the cluster's {ALLOWED_NAMESPACES} {allowed}")
+        required = {"Queue": ["name"], "Exchange": ["name", "type"],
+                    "Binding": ["source", "destination", "destinationType", "routingKey"],
+                    "Permission": ["vhost", "permissions"], "User": []}[d["kind"]]
+        for field in required:
+            if spec.get(field) in (None, ""):
+                p(f"{name}: spec.{field} is required")
+        if d["kind"] == "Permission":
+            if not spec.get("user") and not spec.get("userReference", {}).get("name"):
+                p(f"{name}: spec.user or spec.userReference is required")
+            for k in ("configure", "write", "read"):
+                if not isinstance(spec.get("permissions", {}).get(k), str):
+                    p(f"{name}: spec.permissions.{k} must be a regular expression")
+
+    # Queues: durable quorum queues.
+    queues = {}
+    for q in kinds.get("Queue", []):
+        spec = q.get("spec", {})
+        queues[(spec.get("vhost", "/"), spec.get("name"))] = q
+        if spec.get("type") != "quorum":
+            p(f"Queue {q['metadata']['name']}: type {spec.get('type')!r} must be quorum (a classic "
+              f"queue lives on one node: while it is down the broker routes nothing to it)")
+        if spec.get("durable") is not True or spec.get("autoDelete") is True:
+            p(f"Queue {q['metadata']['name']}: must be durable and not auto-deleted")
+    if not queues:
+        p("no Queue: the worker's queue must be declared as a quorum Queue")
+
+    # Bindings: from the bridge's exchange into a queue declared here, valid patterns.
+    bindings = kinds.get("Binding", [])
+    if not bindings:
+        p("no Binding: the worker's queue receives nothing from the bridge's exchange")
+    for b in bindings:
+        spec = b.get("spec", {})
+        name = f"Binding {b['metadata']['name']}"
+        if spec.get("source") != exchange:
+            p(f"{name}: source {spec.get('source')!r} is not the bridge's exchange {exchange!r}")
+        if spec.get("destinationType") != "queue" or \
+                (spec.get("vhost", "/"), spec.get("destination")) not in queues:
+            p(f"{name}: destination {spec.get('destination')!r} is not a Queue declared here")
+        problem = topic_pattern_problem(spec.get("routingKey"))
+        if problem:
+            p(f"{name}: {problem}")
+
+    # An Exchange object for the bridge's exchange must declare what the bridge declares, or
+    # the bridge's own declaration on connect is refused (PRECONDITION_FAILED).
+    for x in kinds.get("Exchange", []):
+        spec = x.get("spec", {})
+        if spec.get("name") != exchange:
+            continue
+        want = {"type": "topic", "durable": True, "autoDelete": False,
+                "arguments": {"alternate-exchange": unrouted}}
+        got = {k: spec.get(k, False if k == "autoDelete" else None) for k in want}
+        if got != want:
+            p(f"Exchange {x['metadata']['name']}: {got} differs from what the bridge declares {want}")
+
+    # The bridge's URLs: one per node, by per-pod DNS name, numeric AMQP port.
+    bridges = [c for w in workloads(docs) for c in
+               pod_template(w)["spec"].get("initContainers", []) + pod_template(w)["spec"]["containers"]
+               if c["name"] == "webhook-bridge"]
+    if len(bridges) != 1:
+        return problems + [f"expected one webhook-bridge container, found {len(bridges)}"]
+    env, secret_of = {}, {}
+    for e in bridges[0].get("env", []):
+        if "value" in e:
+            env[e["name"]] = expand_env(str(e["value"]), env)
+        else:
+            ref = e.get("valueFrom", {}).get("secretKeyRef", {})
+            secret_of[e["name"]] = ref.get("name")
+    urls = amqp.get("urls", [])
+    urls = [urls] if isinstance(urls, str) else urls
+    expected = {f"{cname}-server-{i}.{cname}-nodes.{cns}.svc" for i in range(replicas)}
+    hosts, vhosts, used_secrets = [], set(), set()
+    for u in urls:
+        if not u.startswith("env:") or u[4:] not in env:
+            p(f"[amqp] url {u!r} is not an env var the bridge container defines by value")
+            continue
+        raw = bridges[0]["env"]
+        value = next(e["value"] for e in raw if e["name"] == u[4:])
+        used_secrets |= {secret_of.get(v) for v in re.findall(r"\$\((\w+)\)", str(value))}
+        m = re.fullmatch(r"(amqps?)://([^:@/]+):([^@/]+)@([^:/]+)(?::([^/]*))?/(.*)", env[u[4:]])
+        if not m:
+            p(f"{u[4:]}: {env[u[4:]]!r} is no amqp://user:password@host:port/vhost URL")
+            continue
+        scheme, _, _, host, port, vhost = m.groups()
+        if not (port or "").isdigit() or int(port) != {"amqp": 5672, "amqps": 5671}[scheme]:
+            p(f"{u[4:]}: port {port!r} must be the number {'5672' if scheme == 'amqp' else '5671'}")
+        hosts.append(host.removesuffix(".cluster.local"))
+        vhosts.add(vhost.replace("%2f", "/").replace("%2F", "/") or "/")
+    for h in sorted(set(hosts)):
+        if hosts.count(h) > 1:
+            p(f"[amqp] urls list {h} {hosts.count(h)} times")
+    missing, extra = expected - set(hosts), set(hosts) - expected
+    if missing:
+        p(f"[amqp] urls miss node(s) {sorted(missing)} of the {replicas} replicas: a replica "
+          f"could not reconnect while the nodes it lists are down")
+    if extra:
+        p(f"[amqp] urls name {sorted(extra)}, not a node of RabbitmqCluster {cname}")
+
+    # Credentials: a User imports the Secret the URLs are built from; its Permission covers
+    # what the bridge does.
+    users = {u["metadata"]["name"]: u for u in kinds.get("User", [])}
+    bridge_users = [n for n, u in users.items()
+                    if u.get("spec", {}).get("importCredentialsSecret", {}).get("name") in used_secrets]
+    if used_secrets - {None} and not bridge_users:
+        p(f"the bridge's URLs use Secret(s) {sorted(used_secrets - {None})} that no User imports")
+    if None in used_secrets or not used_secrets:
+        p("the bridge's URLs must take their credentials from a Secret (secretKeyRef env vars)")
+    needs = {"configure": [exchange, unrouted], "write": [exchange, unrouted, "amq.default"],
+             "read": [exchange, unrouted]}
+    for user in bridge_users:
+        perms = [q for q in kinds.get("Permission", [])
+                 if q.get("spec", {}).get("userReference", {}).get("name") == user]
+        if not perms:
+            p(f"User {user} (the bridge's) has no Permission")
+        for perm in perms:
+            spec = perm["spec"]
+            if vhosts and spec.get("vhost") not in vhosts:
+                p(f"Permission {perm['metadata']['name']}: vhost {spec.get('vhost')!r} is not the "
+                  f"URLs' {sorted(vhosts)}")
+            for k, names in needs.items():
+                rx = spec.get("permissions", {}).get(k, "")
+                for n in names:
+                    if not isinstance(rx, str) or not re.search(rx, n):
+                        p(f"Permission {perm['metadata']['name']}: {k} {rx!r} does not allow "
+                          f"{n!r}, which the bridge needs")
+    return problems
+
+
+def check_config_drift(example_cfg, variant_cfg, section):
+    """A variant's TOML is the example's apart from one section."""
+    a = {k: v for k, v in example_cfg.items() if k != section}
+    b = {k: v for k, v in variant_cfg.items() if k != section}
+    return [] if a == b else [f"{RMQ_CLUSTER_CONFIG} differs from {CONFIG} outside [{section}]"]
+
+
 def check_statefulset_drift(example_docs, sts_docs):
     """The StatefulSet example's pod is the Deployment example's, apart from where the spool lives
     (emptyDir there, claim template here, with the fsGroup components/spool-pvc sets)."""
@@ -504,6 +709,12 @@ def house_rules(work):
         rendered[variant] = load(variant)
         problems += check_variant(variant, rendered[variant], cfg, rules_src, dashboard, work)
     problems += check_statefulset_drift(rendered[EXAMPLE], rendered[STATEFULSET])
+    rmq_cfg = tomllib.load(open(RMQ_CLUSTER_CONFIG, "rb"))
+    rendered[RMQ_CLUSTER] = load(RMQ_CLUSTER)
+    rmq_app = [d for d in rendered[RMQ_CLUSTER] if not d["apiVersion"].startswith("rabbitmq.com/")]
+    problems += check_variant(RMQ_CLUSTER, rmq_app, rmq_cfg, rules_src, dashboard, None)
+    problems += [f"{RMQ_CLUSTER}: {p}" for p in check_rabbitmq_cluster(rendered[RMQ_CLUSTER], rmq_cfg)]
+    problems += check_config_drift(cfg, rmq_cfg, "amqp")
     problems += [f"component alone: {p}" for p in
                  check_component_only(load(COMPONENT_ONLY), webhook_port, admin_port)]
     problems += check_runbooks(rules_src, open(RUNBOOKS).read())
@@ -547,6 +758,13 @@ def self_test():
     expect("a NetworkPolicy letting anything in, by port name, and out anywhere is rejected",
            check_network_policy(docs, {"webhook-bridge/sidecar": "true"}, 8080, 9090), 6,
            "NetworkPolicy")
+    docs = load_yaml_docs(fx("rabbitmq-cluster-bad.yaml"))
+    bad_cfg = {"amqp": {"exchange": "webhooks",
+                        "urls": ["env:AMQP_URL_NODE_0", "env:AMQP_URL_NODE_1"]}}
+    expect("a RabbitmqCluster variant with an even node count, a classic queue, a binding from "
+           "another exchange with a bad pattern, URLs missing a node or with a named port, and "
+           "permissions short of what the bridge does is rejected",
+           check_rabbitmq_cluster(docs, bad_cfg), 8, "")
     rules = yaml.safe_load(open(fx("rules-runbooks.yaml")))
     md = open(fx("runbooks.md")).read()
     expect("alerts without annotations or with a dangling runbook_url are rejected",

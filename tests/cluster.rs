@@ -2,7 +2,8 @@
 //! restart, a cut or frozen link to one node, loss of the majority, two replicas — each under
 //! HTTP load, counted end to end: every request is answered before `ack_deadline`, and every
 //! event answered 2xx is in the consumer's quorum queue (duplicates allowed). Also the cost of
-//! quorum confirms against classic ones.
+//! quorum confirms against classic ones, and that the permissions the rabbitmq-cluster deploy
+//! variant gives the bridge's user suffice.
 //!
 //! They stop and start cluster nodes, so they are `#[ignore]`d and run one at a time, in the last
 //! step of `scripts/test`: `cargo test --test cluster -- --ignored --test-threads=1`.
@@ -937,4 +938,158 @@ async fn quorum_confirm_cost_against_classic() {
     for (_, exchange) in &targets {
         cluster::delete(exchange, &[exchange.as_str()]).await;
     }
+}
+
+// ---- the rabbitmq-cluster variant's permissions ---------------------------------------------------
+
+/// The bridge's `Permission` in deploy/kubernetes/variants/rabbitmq-cluster (configure, write,
+/// read), as the Messaging Topology Operator would set it.
+fn variant_permissions() -> [String; 3] {
+    use serde::Deserialize;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/kubernetes/variants/rabbitmq-cluster/app/topology.yaml");
+    let text = std::fs::read_to_string(&path).expect("the variant's topology.yaml");
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let doc = serde_json::Value::deserialize(doc).expect("YAML");
+        if doc["kind"] == "Permission" && doc["spec"]["userReference"]["name"] == "webhook-bridge" {
+            let p = &doc["spec"]["permissions"];
+            return ["configure", "write", "read"]
+                .map(|k| p[k].as_str().expect("a regular expression").to_string());
+        }
+    }
+    panic!(
+        "no Permission for the user webhook-bridge in {}",
+        path.display()
+    );
+}
+
+/// `rabbitmqctl -n wbc1@localhost ARGS` (users and permissions are cluster-wide).
+fn rabbitmqctl(args: &[&str]) {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "-n", "wbc1@localhost"])
+        .args(args)
+        .output()
+        .expect("run rabbitmqctl");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The unrouted queue unbound from the alternate exchange: a message nobody binds for is then
+/// returned, and the bridge parks it in the queue through the default exchange.
+async fn unbind_unrouted(exchange: &str) {
+    let conn = cluster::connect().await;
+    let ch = conn.create_channel().await.expect("channel");
+    let unrouted = format!("{exchange}.unrouted");
+    ch.queue_unbind(
+        unrouted.as_str().into(),
+        unrouted.as_str().into(),
+        "#".into(),
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .expect("unbind the unrouted queue");
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+async fn unrouted_count(exchange: &str) -> u32 {
+    let conn = cluster::connect().await;
+    let ch = conn.create_channel().await.expect("channel");
+    let q = ch
+        .queue_declare(
+            format!("{exchange}.unrouted").as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("the unrouted queue exists");
+    let _ = conn.close(200, "bye".into()).await;
+    q.message_count()
+}
+
+/// A WeGoCOD webhook with its own order reference (not a duplicate of an earlier one).
+async fn post_order(bridge: &Bridge, reference: &str) -> reqwest::Response {
+    let body = load::wegocod_body(reference);
+    bridge
+        .post_signed("wegocod", "/webhooks/wegocod", WEGOCOD_SECRET, &body)
+        .await
+}
+
+/// A bridge logged in as a user with `perms` on the `webhooks` exchange of the variant's config.
+async fn bridge_as(user: &str, perms: &[String; 3]) -> Bridge {
+    let password = format!("fake-{user}-password");
+    rabbitmqctl(&["add_user", user, &password]);
+    rabbitmqctl(&[
+        "set_permissions",
+        "-p",
+        "/",
+        user,
+        &perms[0],
+        &perms[1],
+        &perms[2],
+    ]);
+    let urls = cluster::NODES
+        .iter()
+        .map(|&n| {
+            format!(
+                "amqp://{user}:{password}@127.0.0.1:{}/%2f",
+                cluster::port(n)
+            )
+        })
+        .collect();
+    Bridge::start_with(BridgeOptions {
+        exchange: Some("webhooks".into()),
+        amqp_urls: urls,
+        ..cluster::bridge_options()
+    })
+    .await
+}
+
+/// The permissions the rabbitmq-cluster variant gives the bridge's user let it do all it does:
+/// declare its exchange, alternate exchange and unrouted queue on connect, publish, and park a
+/// returned message in the unrouted queue through the default exchange. Without write on
+/// `amq.default` the parking is refused and the event stays in the spool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the three-node cluster of scripts/cluster; run serially"]
+async fn variant_permissions_let_the_bridge_declare_publish_and_park() {
+    let _restore = cluster::ensure_up().await;
+    let perms = variant_permissions();
+    let user = unique("wbt-variant-user");
+    let bridge = bridge_as(&user, &perms).await;
+    // Declared and published: nothing is bound, so the alternate exchange routes it to the
+    // unrouted queue.
+    let r = post_order(&bridge, "perm-1").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), r#"{"accepted":1}"#);
+    assert_eq!(unrouted_count("webhooks").await, 1);
+    // Returned (the unrouted queue unbound), then parked through the default exchange.
+    unbind_unrouted("webhooks").await;
+    let r = post_order(&bridge, "perm-2").await;
+    assert_eq!(r.text().await.unwrap(), r#"{"accepted":1}"#);
+    assert_eq!(unrouted_count("webhooks").await, 2);
+    drop(bridge);
+    rabbitmqctl(&["delete_user", &user]);
+
+    // The same without write on amq.default: the returned message cannot be parked.
+    let write = perms[1].replace("|amq\\.default", "");
+    assert_ne!(
+        write, perms[1],
+        "the variant's write permission names amq.default"
+    );
+    let weaker = [perms[0].clone(), write, perms[2].clone()];
+    let user = unique("wbt-variant-weaker");
+    let bridge = bridge_as(&user, &weaker).await;
+    unbind_unrouted("webhooks").await;
+    let r = post_order(&bridge, "perm-3").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), r#"{"spooled":1}"#);
+    assert_eq!(unrouted_count("webhooks").await, 2);
+    drop(bridge);
+    rabbitmqctl(&["delete_user", &user]);
+    cluster::delete("webhooks", &[]).await;
 }

@@ -507,3 +507,359 @@ fn real_names_pass_and_misspelt_names_fail() {
         1
     );
 }
+
+// ---- the rabbitmq-cluster variant --------------------------------------------------------------
+
+const CLUSTER_VARIANT: &str = "deploy/kubernetes/variants/rabbitmq-cluster";
+
+/// Every YAML document of a file, as JSON values.
+fn yaml_docs(path: &Path) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    serde_norway::Deserializer::from_str(&read(path))
+        .map(|doc| {
+            serde_json::Value::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()))
+        })
+        .filter(|d| !d.is_null())
+        .collect()
+}
+
+/// The parts of the variant that wire the bridge to the cluster, read from its files (the
+/// objects, the bridge container's env patch and the credentials Secrets).
+#[derive(Clone, Debug)]
+struct ClusterVariant {
+    objects: Vec<serde_json::Value>,
+    bridge_env: Vec<serde_json::Value>,
+    secrets: Vec<serde_json::Value>,
+}
+
+impl ClusterVariant {
+    fn load() -> Self {
+        let dir = repo().join(CLUSTER_VARIANT);
+        let mut objects = yaml_docs(&dir.join("broker/rabbitmqcluster.yaml"));
+        objects.extend(yaml_docs(&dir.join("app/topology.yaml")));
+        let patch = yaml_docs(&dir.join("app/amqp-credentials.yaml"));
+        let bridge_env = patch[0]["spec"]["template"]["spec"]["initContainers"]
+            .as_array()
+            .expect("the patch has initContainers")
+            .iter()
+            .find(|c| c["name"] == "webhook-bridge")
+            .expect("the patch sets the bridge's env")["env"]
+            .as_array()
+            .expect("env")
+            .clone();
+        let secrets = yaml_docs(&dir.join("app/credentials.yaml"));
+        ClusterVariant {
+            objects,
+            bridge_env,
+            secrets,
+        }
+    }
+
+    fn of_kind(&self, kind: &str) -> Vec<&serde_json::Value> {
+        self.objects.iter().filter(|o| o["kind"] == kind).collect()
+    }
+
+    /// The bridge's env as the kubelet gives it: secretKeyRef values from the Secrets, then
+    /// `$(NAME)` expanded with the variables defined before.
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = Vec::new();
+        for e in &self.bridge_env {
+            let name = e["name"].as_str().expect("env name").to_string();
+            let value = if let Some(v) = e["value"].as_str() {
+                let mut v = v.to_string();
+                for (k, val) in &env {
+                    v = v.replace(&format!("$({k})"), val);
+                }
+                v
+            } else {
+                let r = &e["valueFrom"]["secretKeyRef"];
+                let secret = self
+                    .secrets
+                    .iter()
+                    .find(|s| s["metadata"]["name"] == r["name"])
+                    .unwrap_or_else(|| panic!("{name}: no Secret {}", r["name"]));
+                secret["stringData"][r["key"].as_str().expect("key")]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{name}: no key {} in its Secret", r["key"]))
+                    .to_string()
+            };
+            env.push((name, value));
+        }
+        env
+    }
+}
+
+/// What `check-config` reports of a config: the broker URLs (password redacted), the exchange,
+/// its alternate exchange, and every routing key the endpoints can produce.
+#[derive(Debug, Default)]
+struct Loaded {
+    urls: Vec<String>,
+    exchange: String,
+    alternate: String,
+    routes: Vec<String>,
+}
+
+fn check_config(config: &Path, env: &[(String, String)]) -> Result<Loaded, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_webhook-bridge"))
+        .args(["check-config", "--config"])
+        .arg(config)
+        .env_clear()
+        .envs(example_secret_values())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run check-config");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "check-config refused it: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let mut loaded = Loaded::default();
+    for line in stdout.lines() {
+        if let Some(url) = line.strip_prefix("amqp ") {
+            loaded.urls.push(url.to_string());
+        } else if let Some(rest) = line.strip_prefix("exchange ") {
+            // "exchange X  (alternate Y → queue Z)"
+            let mut words = rest.split_whitespace();
+            loaded.exchange = words.next().unwrap_or_default().to_string();
+            loaded.alternate = words.nth(1).unwrap_or_default().to_string();
+        } else if let Some(routes) = line.trim_start().strip_prefix("routes: ") {
+            loaded.routes.extend(routes.split(", ").map(str::to_string));
+        }
+    }
+    Ok(loaded)
+}
+
+/// Does the topic binding pattern match the routing key (`*` one word, `#` zero or more)?
+fn topic_matches(pattern: &[&str], key: &[&str]) -> bool {
+    match (pattern.first(), key.first()) {
+        (None, None) => true,
+        (Some(&"#"), _) => {
+            topic_matches(&pattern[1..], key)
+                || (!key.is_empty() && topic_matches(pattern, &key[1..]))
+        }
+        (Some(&p), Some(&k)) if p == "*" || p == k => topic_matches(&pattern[1..], &key[1..]),
+        _ => false,
+    }
+}
+
+/// Why the variant would not work as the bridge loads it: the nodes its URLs reach against the
+/// cluster's replicas, the queue's type, the bindings against the exchange and routing keys the
+/// bridge really publishes, the Exchange object against the bridge's own declaration.
+fn cluster_variant_problems(v: &ClusterVariant) -> Vec<String> {
+    let mut problems = Vec::new();
+    let clusters = v.of_kind("RabbitmqCluster");
+    assert_eq!(clusters.len(), 1, "one RabbitmqCluster");
+    let cluster = clusters[0];
+    let name = cluster["metadata"]["name"].as_str().expect("cluster name");
+    let ns = cluster["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("messaging");
+    let replicas = cluster["spec"]["replicas"].as_u64().unwrap_or(1);
+    if replicas < 3 || replicas.is_multiple_of(2) {
+        problems.push(format!("replicas {replicas}: must be odd and at least 3"));
+    }
+    let config = repo().join(CLUSTER_VARIANT).join("app/webhook-bridge.toml");
+    let env = v.env();
+    let loaded = match check_config(&config, &env) {
+        Ok(l) => l,
+        Err(e) => return vec![e],
+    };
+    // Every node once, by the per-pod name the operator's headless Service gives it.
+    let user = &env
+        .iter()
+        .find(|(k, _)| k == "RABBITMQ_USERNAME")
+        .expect("user")
+        .1;
+    let mut hosts = Vec::new();
+    for url in &loaded.urls {
+        let Some(rest) = url.strip_prefix(&format!("amqp://{user}:***@")) else {
+            problems.push(format!(
+                "{url}: not amqp:// with the bridge user's credentials"
+            ));
+            continue;
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        match authority.rsplit_once(':') {
+            Some((host, "5672")) => hosts.push(host.to_string()),
+            _ => problems.push(format!("{url}: port must be the number 5672")),
+        }
+    }
+    for i in 0..replicas {
+        let node = format!("{name}-server-{i}.{name}-nodes.{ns}.svc");
+        let n = hosts.iter().filter(|h| **h == node).count();
+        if n != 1 {
+            problems.push(format!("node {node} is in the bridge's URLs {n} times"));
+        }
+    }
+    if hosts.len() as u64 != replicas {
+        problems.push(format!(
+            "{} URLs for {replicas} nodes: {hosts:?}",
+            hosts.len()
+        ));
+    }
+    // The worker's queue: quorum.
+    let queues: Vec<&str> = v
+        .of_kind("Queue")
+        .iter()
+        .map(|q| {
+            if q["spec"]["type"] != "quorum" || q["spec"]["durable"] != true {
+                problems.push(format!(
+                    "Queue {}: must be a durable quorum queue",
+                    q["spec"]["name"]
+                ));
+            }
+            q["spec"]["name"].as_str().unwrap_or_default()
+        })
+        .collect();
+    // Bindings: from the exchange the bridge publishes to, with patterns it publishes.
+    let bindings = v.of_kind("Binding");
+    if bindings.is_empty() {
+        problems.push("no Binding".into());
+    }
+    for b in bindings {
+        let spec = &b["spec"];
+        if spec["source"] != loaded.exchange.as_str() {
+            problems.push(format!(
+                "Binding {}: source {} is not the bridge's exchange {}",
+                b["metadata"]["name"], spec["source"], loaded.exchange
+            ));
+        }
+        if !queues.contains(&spec["destination"].as_str().unwrap_or_default()) {
+            problems.push(format!(
+                "Binding {}: destination is no Queue here",
+                b["metadata"]["name"]
+            ));
+        }
+        let pattern: Vec<&str> = spec["routingKey"]
+            .as_str()
+            .unwrap_or_default()
+            .split('.')
+            .collect();
+        if !loaded
+            .routes
+            .iter()
+            .any(|r| topic_matches(&pattern, &r.split('.').collect::<Vec<_>>()))
+        {
+            problems.push(format!(
+                "Binding {}: routing key {} matches nothing the bridge publishes ({:?})",
+                b["metadata"]["name"], spec["routingKey"], loaded.routes
+            ));
+        }
+    }
+    // The Exchange object declares what the bridge declares, or one of the two is refused.
+    for x in v.of_kind("Exchange") {
+        let spec = &x["spec"];
+        if spec["name"] == loaded.exchange.as_str()
+            && (spec["type"] != "topic"
+                || spec["durable"] != true
+                || spec["autoDelete"] == true
+                || spec["arguments"] != serde_json::json!({"alternate-exchange": loaded.alternate}))
+        {
+            problems.push(format!(
+                "Exchange {}: {spec} is not what the bridge declares (topic, durable, alternate \
+                 exchange {})",
+                x["metadata"]["name"], loaded.alternate
+            ));
+        }
+    }
+    problems
+}
+
+#[test]
+fn rabbitmq_cluster_variant_reaches_every_node_and_binds_a_quorum_queue_to_what_the_bridge_publishes()
+ {
+    let variant = ClusterVariant::load();
+    assert_eq!(cluster_variant_problems(&variant), Vec::<String>::new());
+
+    // The same checks on broken copies: each fault is named.
+    let broken = |f: &dyn Fn(&mut ClusterVariant), needle: &str| {
+        let mut v = variant.clone();
+        f(&mut v);
+        let problems = cluster_variant_problems(&v);
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "expected a problem containing {needle:?}, got {problems:?}"
+        );
+    };
+    let set = |v: &mut ClusterVariant, kind: &str, pointer: &str, value: serde_json::Value| {
+        for o in v.objects.iter_mut().filter(|o| o["kind"] == kind) {
+            *o.pointer_mut(pointer).expect(pointer) = value.clone();
+        }
+    };
+    broken(
+        &|v| set(v, "RabbitmqCluster", "/spec/replicas", 2.into()),
+        "replicas 2",
+    );
+    broken(
+        &|v| set(v, "RabbitmqCluster", "/spec/replicas", 5.into()),
+        "rabbitmq-server-4",
+    );
+    broken(
+        &|v| set(v, "Queue", "/spec/type", "classic".into()),
+        "durable quorum queue",
+    );
+    broken(
+        &|v| set(v, "Binding", "/spec/source", "events".into()),
+        "source \"events\"",
+    );
+    broken(
+        &|v| {
+            set(
+                v,
+                "Binding",
+                "/spec/routingKey",
+                "*.parcel.status_changed".into(),
+            )
+        },
+        "matches nothing the bridge publishes",
+    );
+    broken(
+        &|v| set(v, "Exchange", "/spec/arguments", serde_json::json!({})),
+        "is not what the bridge declares",
+    );
+    // Node 2's URL pointing at node 0: node 0 twice, node 2 never.
+    broken(
+        &|v| {
+            let e = v
+                .bridge_env
+                .iter_mut()
+                .find(|e| e["name"] == "AMQP_URL_NODE_2")
+                .unwrap();
+            let url = e["value"].as_str().unwrap().replace("server-2", "server-0");
+            e["value"] = url.into();
+        },
+        "rabbitmq-server-2.rabbitmq-nodes.messaging.svc is in the bridge's URLs 0 times",
+    );
+    broken(
+        &|v| {
+            let e = v
+                .bridge_env
+                .iter_mut()
+                .find(|e| e["name"] == "AMQP_URL_NODE_1")
+                .unwrap();
+            let url = e["value"].as_str().unwrap().replace(":5672/", ":amqp/");
+            e["value"] = url.into();
+        },
+        "port must be the number 5672",
+    );
+}
+
+#[test]
+fn topic_patterns_match_as_rabbitmq_matches_them() {
+    let m = |p: &str, k: &str| {
+        topic_matches(
+            &p.split('.').collect::<Vec<_>>(),
+            &k.split('.').collect::<Vec<_>>(),
+        )
+    };
+    assert!(m("*.order.status_changed", "wegocod.order.status_changed"));
+    assert!(!m("*.order.status_changed", "isendu.order.updated"));
+    assert!(m("isendu.#", "isendu.order.updated"));
+    assert!(m("#", "isendu.order.updated"));
+    assert!(m("isendu.order.#", "isendu.order"));
+    assert!(!m("*.order", "isendu.order.updated"));
+    assert!(!m("isendu.*", "isendu"));
+}

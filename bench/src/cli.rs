@@ -72,6 +72,17 @@ pub struct Args {
     /// Alternating raw / bridge full-load rounds (default 3, or 2 with --quick).
     #[arg(long)]
     pub rounds: Option<usize>,
+    /// Run against the three-node cluster of `scripts/cluster` instead of the local broker:
+    /// quorum queues, the bridge given every node's URL (bench/src/cluster.rs).
+    #[arg(long)]
+    pub cluster: bool,
+    /// With `--cluster`: the nodes' URLs, the bench's and the bridge's first.
+    #[arg(long = "cluster-url", default_values_t = [
+        "amqp://guest:guest@127.0.0.1:5681/%2f".to_string(),
+        "amqp://guest:guest@127.0.0.1:5682/%2f".to_string(),
+        "amqp://guest:guest@127.0.0.1:5683/%2f".to_string(),
+    ])]
+    pub cluster_urls: Vec<String>,
 }
 
 impl Args {

@@ -19,6 +19,7 @@ mod bridge;
 mod broker;
 mod cli;
 mod client;
+mod cluster;
 mod load;
 mod phases;
 mod raw;
@@ -67,9 +68,24 @@ async fn run(args: Args, bin: PathBuf) -> Result<()> {
     let tag = broker::run_tag();
     eprintln!("run tag {tag} (exchanges and queues are named after it)");
     let dir = tempfile::tempdir()?;
-    let mut broker = Broker::connect(&args.amqp_url).await?;
-    let result = bench(&args, &bin, &tag, dir.path(), &mut broker).await;
-    broker.clean_up_and_close(&args.amqp_url).await;
+    let url = if args.cluster {
+        args.cluster_urls.first().cloned().unwrap_or_default()
+    } else {
+        args.amqp_url.clone()
+    };
+    let mut broker = Broker::connect(&url).await.map_err(|e| {
+        if args.cluster {
+            e.context("connecting to node 1 of the cluster: is it up (scripts/cluster up)?")
+        } else {
+            e
+        }
+    })?;
+    let result = if args.cluster {
+        cluster::bench(&args, &bin, &tag, dir.path(), &mut broker).await
+    } else {
+        bench(&args, &bin, &tag, dir.path(), &mut broker).await
+    };
+    broker.clean_up_and_close(&url).await;
     result
 }
 
