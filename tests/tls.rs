@@ -338,7 +338,7 @@ async fn wrong_ca_is_refused_with_a_clear_log_line_and_nothing_is_lost() {
 }
 
 /// `auth_mechanism = "external"`, URLs without user or password: the broker logs the bridge in
-/// as its certificate's CN (a user with no password).
+/// as its certificate's CN (a user with no password); `unrouted replay` connects the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs the three-node cluster of scripts/cluster (AMQPS listeners); run serially"]
 async fn external_login_with_a_client_certificate_only() {
@@ -370,6 +370,21 @@ async fn external_login_with_a_client_certificate_only() {
     assert_all_answered("external", &report, 100);
     assert_eq!(report.spooled(), 0, "published: {}", report.summary());
     assert_arrived("external", &queue, &report.acknowledged()).await;
+    // The operator tools connect with the same files and login: a pass of `unrouted replay`.
+    let replay = tokio::process::Command::new(env!("CARGO_BIN_EXE_webhook-bridge"))
+        .args(["unrouted", "replay", "--config"])
+        .arg(&bridge.config_path)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run unrouted replay");
+    assert!(
+        replay.status.success(),
+        "unrouted replay over AMQPS with EXTERNAL: {}\n{}",
+        String::from_utf8_lossy(&replay.stdout),
+        String::from_utf8_lossy(&replay.stderr)
+    );
     cluster::delete(&bridge.exchange, &[&queue]).await;
     drop(bridge);
     cluster::ctl(1, &["delete_user", &user]).await;
