@@ -15,7 +15,7 @@ mod common;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::cluster;
@@ -402,10 +402,31 @@ async fn renewed_client_certificate_is_used_from_the_next_reconnect() {
     let bridge = Bridge::start_with(options(&files, false)).await;
     let queue = cluster::quorum_queue(&bridge.exchange, "wegocod.#").await;
     assert!(tls_connections().await.contains(&format!("CN={old_cn}")));
-    // 1,500 requests, one every 10 ms, 32 at most in flight; the renewal after 200 answers
-    // (each rabbitmqctl call below takes a second or more).
-    let n = 1500;
+    // Rounds of 200 requests, one every 10 ms, 32 at most in flight, until one full round after
+    // the reconnect; the renewal after 200 answers.
     let progress = Arc::new(AtomicUsize::new(0));
+    let done = AtomicBool::new(false);
+    let load = async {
+        let mut report = Report::default();
+        for i in 0..60 {
+            let last = done.load(Ordering::Relaxed);
+            let tag = format!("rotation-{i}");
+            let round = load::run(
+                &bridge,
+                &tag,
+                200,
+                32,
+                Duration::from_millis(10),
+                Arc::clone(&progress),
+            )
+            .await;
+            report.answers.extend(round.answers);
+            if last {
+                break;
+            }
+        }
+        report
+    };
     let rotate = async {
         while progress.load(Ordering::Relaxed) < 200 {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -447,28 +468,16 @@ async fn renewed_client_certificate_is_used_from_the_next_reconnect() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let reconnected_after = closed.elapsed();
+        let reconnected_at = progress.load(Ordering::Relaxed);
         let after = tls_connections().await;
-        (
-            renewed_at,
-            progress.load(Ordering::Relaxed),
-            reconnected_after,
-            after,
-        )
+        done.store(true, Ordering::Relaxed);
+        (renewed_at, reconnected_at, reconnected_after, after)
     };
-    let (report, (renewed_at, reconnected_at, took, after)) = tokio::join!(
-        load::run(
-            &bridge,
-            "rotation",
-            n,
-            32,
-            Duration::from_millis(10),
-            Arc::clone(&progress)
-        ),
-        rotate
-    );
+    let (report, (renewed_at, reconnected_at, took, after)) = tokio::join!(load, rotate);
+    let n = report.answers.len();
     eprintln!(
-        "rotation: {} | renewed after {renewed_at} answers, reconnected {} after the close, at \
-         {reconnected_at} answers | broker sees: {after}",
+        "rotation: {} | renewed after {renewed_at} answers, reconnected {} after the close command \
+         was issued, at {reconnected_at} answers | broker sees: {after}",
         report.summary(),
         cluster::secs(took)
     );
