@@ -2,8 +2,9 @@
 //! (127.0.0.1:5691-5693, a CA of the script's own, verify_peer, a client certificate required,
 //! EXTERNAL enabled with the certificate's CN as user name): publishing with the CA file and a
 //! client certificate; a wrong CA refused with a clear log line, events spooled and delivered
-//! once the CA file is right; certificate-only login (EXTERNAL); a client certificate renewed in
-//! place picked up on the next reconnect, under HTTP load. Every event answered 2xx is counted
+//! once the CA file is right; a missing client certificate refused with a clear log line;
+//! certificate-only login (EXTERNAL); a client certificate renewed in place picked up on the
+//! next reconnect, under HTTP load. Every event answered 2xx is counted
 //! in a quorum consumer queue. Client certificates are made here with the openssl CLI, signed by
 //! the cluster's CA.
 //!
@@ -499,4 +500,47 @@ async fn renewed_client_certificate_is_used_from_the_next_reconnect() {
     .await;
     assert_arrived("rotation", &queue, &report.acknowledged()).await;
     cluster::delete(&bridge.exchange, &[&queue]).await;
+}
+
+/// The CA file but no client certificate, against a broker that requires one: the broker ends
+/// the handshake, the log says so, and the bridge spools.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the three-node cluster of scripts/cluster (AMQPS listeners); run serially"]
+async fn missing_client_certificate_is_refused_with_a_clear_log_line() {
+    let _restore = cluster::ensure_up().await;
+    let files = Files::new(&unique("wb-nocert"));
+    let bridge = Bridge::start_with(BridgeOptions {
+        top: "ack_deadline = \"4s\"".into(),
+        amqp_urls: amqps_urls(true),
+        amqp_extra: format!(
+            "tls_ca_file = {:?}\nreconnect_backoff_max = \"1s\"\nconnect_timeout = \"2s\"",
+            files.ca
+        ),
+        wait_broker: false,
+        ..BridgeOptions::default()
+    })
+    .await;
+    let end = Instant::now() + Duration::from_secs(15);
+    let line = loop {
+        let logs = bridge.logs();
+        if let Some(l) = logs
+            .lines()
+            .find(|l| l.contains("broker connection failed"))
+        {
+            break l.to_string();
+        }
+        assert!(
+            Instant::now() < end,
+            "no connection failure logged:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("no client certificate log line: {line}");
+    assert!(
+        line.contains("TLS handshake refused by the broker"),
+        "the line says the broker refused the handshake: {line}"
+    );
+    let answer = bridge.post_wegocod_sample().await;
+    assert_eq!(answer.status(), 200);
+    assert!(answer.text().await.unwrap_or_default().contains("spooled"));
 }
