@@ -1,7 +1,8 @@
 //! Configuration: the file's serde types ([`raw`]), validation that names the offending key
 //! ([`validate`]), and the validated types every component receives. Nothing re-reads the file
-//! or the environment after start-up. Secrets are resolved here (`env:`/`file:`/literal, see
-//! [`crate::secret`]) and print as `***`.
+//! or the environment after start-up, except the `[amqp]` TLS files ([`tls`]), read again on
+//! every broker (re)connect so that renewed certificates are used. Secrets are resolved here
+//! (`env:`/`file:`/literal, see [`crate::secret`]) and print as `***`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,10 @@ use crate::units::{de_duration, de_size};
 
 mod parse_error;
 mod raw;
+mod tls;
 mod validate;
+
+pub use tls::{AuthMechanism, KeyPem, TlsFileError, TlsFiles, TlsMaterial};
 
 /// A configuration error. The message always names the key (`endpoint[2].secret`, `max_body`…)
 /// so an operator can fix the file without reading code.
@@ -66,6 +70,10 @@ pub struct AmqpConfig {
     pub reconnect_backoff_max: Duration,
     /// Type of the unrouted queue, when `declare_topology` is on.
     pub unrouted_queue_type: QueueType,
+    /// CA bundle and client certificate for `amqps://` URLs, read on every connect.
+    pub tls: TlsFiles,
+    /// `plain` (the URL's user and password) or `external` (the client certificate).
+    pub auth_mechanism: AuthMechanism,
 }
 
 /// Type of the `<exchange>.unrouted` queue the bridge declares (`x-queue-type`).

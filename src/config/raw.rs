@@ -2,11 +2,12 @@
 //! turns them into the validated types of [`super`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{DedupConfig, QueueType, SpoolConfig};
+use super::{AuthMechanism, DedupConfig, QueueType, SpoolConfig};
 use crate::auth::AuthConfig;
 use crate::providers::generic::GenericConfig;
 use crate::units::{de_duration, de_opt_size, de_size};
@@ -138,6 +139,14 @@ pub(super) struct RawAmqp {
     pub(super) reconnect_backoff_max: Duration,
     #[serde(default)]
     pub(super) unrouted_queue_type: QueueType,
+    #[serde(default)]
+    pub(super) tls_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) tls_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) auth_mechanism: AuthMechanism,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::raw::{RawAmqp, RawConfig, RawEndpoint, RawLimits};
-use super::{AmqpConfig, Config, ConfigError, EndpointConfig, Limits};
+use super::{AmqpConfig, AuthMechanism, Config, ConfigError, EndpointConfig, Limits, TlsFiles};
 use crate::auth::{self, AuthConfig};
 use crate::providers::{self, Options};
 use crate::secret::{self, Secret, SecretSource};
@@ -143,6 +143,12 @@ fn amqp(raw: RawAmqp) -> Result<AmqpConfig, ConfigError> {
     if raw.channels == 0 || raw.channels > 64 {
         return Err(invalid("amqp.channels", "must be between 1 and 64"));
     }
+    let tls = TlsFiles {
+        ca_file: raw.tls_ca_file,
+        cert_file: raw.tls_cert_file,
+        key_file: raw.tls_key_file,
+    };
+    tls_settings(&tls, raw.auth_mechanism, &resolved)?;
     Ok(AmqpConfig {
         urls: resolved,
         exchange: raw.exchange,
@@ -151,7 +157,55 @@ fn amqp(raw: RawAmqp) -> Result<AmqpConfig, ConfigError> {
         connect_timeout: raw.connect_timeout,
         reconnect_backoff_max: raw.reconnect_backoff_max,
         unrouted_queue_type: raw.unrouted_queue_type,
+        tls,
+        auth_mechanism: raw.auth_mechanism,
     })
+}
+
+/// The TLS files go together with `amqps://` URLs, the certificate with its key, `external`
+/// with a certificate; the files are read and checked now (and again on every connect).
+fn tls_settings(
+    tls: &TlsFiles,
+    mechanism: AuthMechanism,
+    urls: &[Secret],
+) -> Result<(), ConfigError> {
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(_), None) => {
+            return Err(invalid(
+                "amqp.tls_key_file",
+                "required with amqp.tls_cert_file (the certificate's private key)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "amqp.tls_cert_file",
+                "required with amqp.tls_key_file (the key's certificate)",
+            ));
+        }
+        _ => {}
+    }
+    if mechanism == AuthMechanism::External && tls.cert_file.is_none() {
+        return Err(invalid(
+            "amqp.auth_mechanism",
+            "\"external\" logs in with the client certificate: set amqp.tls_cert_file and \
+             amqp.tls_key_file",
+        ));
+    }
+    let plain = urls
+        .iter()
+        .position(|u| !u.expose().starts_with("amqps://"));
+    if let Some(i) = plain
+        && (tls.any() || mechanism == AuthMechanism::External)
+    {
+        return Err(invalid(
+            format!("amqp.urls[{i}]"),
+            "must be amqps:// when amqp.tls_ca_file, tls_cert_file, tls_key_file or \
+             auth_mechanism = \"external\" is set (they apply to TLS connections only)",
+        ));
+    }
+    tls.read()
+        .map(|_| ())
+        .map_err(|e| invalid(format!("amqp.{}", e.key()), e.to_string()))
 }
 
 /// An endpoint's body limit: its own `max_body`, else the top-level one; within the spool's

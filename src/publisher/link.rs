@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, StreamExt};
 use lapin::options::ConfirmSelectOptions;
 use lapin::types::ShortString;
-use lapin::{Channel, Connection, ConnectionProperties, Event};
+use lapin::{Channel, Connection, Event};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
 use super::returns::REAP_FOR;
+use super::tls::{self, ConnectError};
 use super::topology;
 use super::{Publisher, backoff};
 use crate::secret::redact_url;
@@ -266,6 +267,11 @@ impl Publisher {
                     info!(url = %shown, channels = connected.0.channels.len(), "connected to broker");
                     return Some(connected);
                 }
+                Ok(Err(e)) if e.is_untrusted() => warn!(
+                    url = %shown,
+                    error = %e,
+                    "broker connection failed: TLS certificate verification failed (check amqp.tls_ca_file)"
+                ),
                 Ok(Err(e)) => warn!(url = %shown, error = %e, "broker connection failed"),
                 Err(_) => warn!(url = %shown, "broker connection timed out"),
             }
@@ -273,16 +279,17 @@ impl Publisher {
         None
     }
 
-    async fn connect(&self, url: &str) -> Result<(Link, Events), lapin::Error> {
-        let props = ConnectionProperties::default().with_connection_name("webhook-bridge".into());
-        let conn = Connection::connect(&with_heartbeat(url), props).await?;
+    /// Connect with the TLS files as they are now (a renewed certificate is used from the next
+    /// connect on), open the channels.
+    async fn connect(&self, url: &str) -> Result<(Link, Events), ConnectError> {
+        let conn = tls::open(&self.cfg, url, "webhook-bridge").await?;
         // Listen before the first publish: lapin only queues events once someone listens.
         let events: Events = Box::pin(conn.events_listener());
         let channels = match self.open_channels(&conn).await {
             Ok(channels) => channels,
             Err(e) => {
                 let _ = conn.close(200, ShortString::from("setup failed")).await;
-                return Err(e);
+                return Err(e.into());
             }
         };
         let link = Link {

@@ -49,6 +49,7 @@ use crate::metrics::labels::FailureReason;
 mod link;
 mod properties;
 mod returns;
+mod tls;
 mod topology;
 
 use self::link::Link;
@@ -56,6 +57,7 @@ pub use self::link::{DEFAULT_HEARTBEAT_SECS, STALE_AFTER, with_heartbeat};
 pub use self::properties::properties;
 use self::properties::returned_message;
 use self::returns::{Returned, Strays, Unsettled, park};
+pub use self::tls::{ConnectError, open};
 pub use self::topology::{
     UnroutedQueueError, check_exchange, declare_topology, declare_unrouted_queue,
 };

@@ -4,11 +4,11 @@
 //! topology, nor consumes from any queue but its own, except `unrouted replay` from
 //! `<exchange>.unrouted`. `spool` reads a spool directory instead, offline and read-only.
 
-use lapin::{Connection, ConnectionProperties};
+use lapin::Connection;
 use tracing::{info, warn};
 
 use crate::config::AmqpConfig;
-use crate::publisher::with_heartbeat;
+use crate::publisher;
 use crate::secret::redact_url;
 
 pub mod spool;
@@ -42,15 +42,14 @@ pub enum ToolError {
     Output(#[from] std::io::Error),
 }
 
-/// Connect to the first configured URL that answers, in order, each within `connect_timeout`.
-/// `name` is the connection name shown by the broker's management tools.
+/// Connect to the first configured URL that answers, in order, each within `connect_timeout`,
+/// with the bridge's TLS files and login (`publisher::open`). `name` is the connection name
+/// shown by the broker's management tools.
 pub async fn connect(cfg: &AmqpConfig, name: &str) -> Result<Connection, ToolError> {
     let mut failures = Vec::new();
     for url in &cfg.urls {
         let shown = redact_url(url.expose());
-        let props = ConnectionProperties::default().with_connection_name(name.into());
-        let uri = with_heartbeat(url.expose());
-        let attempt = Connection::connect(&uri, props);
+        let attempt = publisher::open(cfg, url.expose(), name);
         match tokio::time::timeout(cfg.connect_timeout, attempt).await {
             Ok(Ok(conn)) => {
                 info!(url = %shown, "connected to broker");

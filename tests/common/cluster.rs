@@ -282,3 +282,47 @@ pub async fn timeline(bridge: &Bridge, stop: tokio::sync::watch::Receiver<bool>)
     }
     out
 }
+
+/// The AMQPS port of a node (`scripts/cluster`: verify_peer, a client certificate required).
+pub fn amqps_port(node: u8) -> u16 {
+    5690 + u16::from(node)
+}
+
+/// Where `scripts/cluster up` keeps its test CA (`ca.pem`, `ca.key`) and the nodes' server
+/// certificate.
+pub fn tls_dir() -> PathBuf {
+    let base = std::env::var_os("WB_CLUSTER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("TMPDIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/tmp"))
+                .join("webhook-bridge-cluster")
+        });
+    base.join("tls")
+}
+
+/// `rabbitmqctl -q -n wbcN@localhost ARGS` on a blocking thread; its stdout. Panics when it
+/// fails.
+pub async fn ctl(node: u8, args: &[&str]) -> String {
+    let mut full = vec![
+        "-q".to_string(),
+        "-n".into(),
+        format!("wbc{node}@localhost"),
+    ];
+    full.extend(args.iter().map(|s| s.to_string()));
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("rabbitmqctl")
+            .args(&full)
+            .output()
+            .expect("run rabbitmqctl");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {full:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .expect("rabbitmqctl thread")
+}

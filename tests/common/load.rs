@@ -191,6 +191,8 @@ pub async fn declare_exchange(exchange: &str) {
         connect_timeout: Duration::from_secs(3),
         reconnect_backoff_max: Duration::from_secs(1),
         unrouted_queue_type: webhook_bridge::config::QueueType::default(),
+        tls: webhook_bridge::config::TlsFiles::default(),
+        auth_mechanism: webhook_bridge::config::AuthMechanism::default(),
     };
     webhook_bridge::publisher::declare_topology(&ch, &cfg)
         .await

@@ -1,0 +1,93 @@
+//! Opening a broker connection with `[amqp]`'s TLS files and login mechanism, for the
+//! publisher's link and the operator tools alike. The files are read on every call, so a
+//! certificate renewed in place is used by the next connection.
+
+use std::path::PathBuf;
+
+use lapin::auth::AuthProvider;
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
+use lapin::{Connect, Connection, ConnectionProperties, ErrorKind};
+
+use super::link::with_heartbeat;
+use crate::config::{AmqpConfig, AuthMechanism, TlsFileError};
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// A TLS file cannot be read or parsed (it may be in the middle of a renewal).
+    #[error("amqp.{key}: {source}", key = source.key())]
+    Files {
+        #[from]
+        source: TlsFileError,
+    },
+    /// The broker's certificate did not verify: not signed by a CA of `tls_ca_file` (or, without
+    /// it, of the public roots), expired, or not issued for the URL's host.
+    #[error(
+        "TLS certificate verification failed: the broker's certificate is not trusted by {}: {source}",
+        match ca_file {
+            Some(path) => format!("amqp.tls_ca_file ({})", path.display()),
+            None => "the public CA roots (set amqp.tls_ca_file to the broker's CA)".into(),
+        }
+    )]
+    Untrusted {
+        ca_file: Option<PathBuf>,
+        source: lapin::Error,
+    },
+    /// The broker ended the TLS handshake with an alert, e.g. it did not accept the client
+    /// certificate (`tls_cert_file`) or wants one and none is configured.
+    #[error(
+        "TLS handshake refused by the broker (client certificate not accepted or missing?): {0}"
+    )]
+    Refused(lapin::Error),
+    #[error("{0}")]
+    Amqp(#[from] lapin::Error),
+}
+
+impl ConnectError {
+    /// The error was the broker's certificate failing verification.
+    pub fn is_untrusted(&self) -> bool {
+        matches!(self, Self::Untrusted { .. })
+    }
+}
+
+/// `EXTERNAL`: the client certificate is the login, nothing else is sent.
+struct External;
+
+impl AuthProvider for External {}
+
+/// The rustls error inside a lapin I/O error, if any.
+fn rustls_error(e: &lapin::Error) -> Option<&rustls::Error> {
+    match e.kind() {
+        ErrorKind::IOError(io) => io.get_ref()?.downcast_ref::<rustls::Error>(),
+        _ => None,
+    }
+}
+
+/// Connect to `url` (heartbeat added when it sets none) with the TLS files as they are now and
+/// the configured login. `name` is the connection name the broker shows.
+pub async fn open(cfg: &AmqpConfig, url: &str, name: &str) -> Result<Connection, ConnectError> {
+    let material = cfg.tls.read()?;
+    let tls = OwnedTLSConfig {
+        identity: material
+            .identity
+            .map(|(pem, key)| OwnedIdentity::PKCS8 { pem, key: key.0 }),
+        cert_chain: material.ca_pem,
+    };
+    let mut props = ConnectionProperties::default().with_connection_name(name.into());
+    if cfg.auth_mechanism == AuthMechanism::External {
+        props = props.with_auth_provider(External);
+    }
+    let runtime = lapin::runtime::default_runtime()?;
+    with_heartbeat(url)
+        .as_str()
+        .connect_with_config(props, tls, runtime)
+        .await
+        .map_err(|e| match rustls_error(&e) {
+            Some(rustls::Error::InvalidCertificate(_)) => ConnectError::Untrusted {
+                ca_file: cfg.tls.ca_file.clone(),
+                source: e,
+            },
+            Some(rustls::Error::AlertReceived(_)) => ConnectError::Refused(e),
+            _ => ConnectError::Amqp(e),
+        })
+}
