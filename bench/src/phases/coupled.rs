@@ -25,7 +25,7 @@ pub async fn run(b: &mut Bench<'_>) -> Result<()> {
         })
     });
     let (c, mut ratios) = b
-        .against_raw(coupled, "raw behind one HTTP round trip", false)
+        .against_raw(coupled, "raw behind one HTTP round trip")
         .await?;
     b.report.coupled_ratio = Some(report::median(&mut ratios));
     let conc = b.conc();

@@ -112,14 +112,9 @@ impl<'a> Bench<'a> {
 
     /// `rounds` × (raw, then `op`), both into the raw queue and each checked against it; prints
     /// the per-round ratios and returns `op`'s rounds combined with those ratios. Alternating
-    /// round by round keeps a drift of the shared machine from favouring either side. `op` is
-    /// driven by `conc` tasks, or like raw when `like_raw` (one pipelining task if raw is one).
-    async fn against_raw(
-        &mut self,
-        op: Op,
-        name: &str,
-        like_raw: bool,
-    ) -> Result<(PhaseResult, Vec<f64>)> {
+    /// round by round keeps a drift of the shared machine from favouring either side. Raw runs
+    /// in its chosen shape; `op` is driven by `conc` tasks, as webhooks are (one request each).
+    async fn against_raw(&mut self, op: Op, name: &str) -> Result<(PhaseResult, Vec<f64>)> {
         let (conc, warmup, round) = (self.conc(), self.args.warmup(), self.args.round_duration());
         let mut parts = Vec::new();
         let mut ratios = Vec::new();
@@ -127,12 +122,7 @@ impl<'a> Bench<'a> {
             let r = self.raw_full(warmup, round).await;
             let what = format!("raw (vs {name}) round {}", i + 1);
             self.check(Queue::Raw, r.acked_events, &what).await?;
-            let p = if like_raw {
-                self.drive(self.raw_shape, Arc::clone(&op), warmup, round)
-                    .await
-            } else {
-                load::closed_loop(conc, warmup, round, Arc::clone(&op)).await
-            };
+            let p = load::closed_loop(conc, warmup, round, Arc::clone(&op)).await;
             let what = format!("{name} round {}", i + 1);
             self.check(Queue::Raw, p.acked_events, &what).await?;
             println!(

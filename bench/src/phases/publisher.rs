@@ -26,7 +26,7 @@ pub async fn run(b: &mut Bench<'_>) -> Result<()> {
     }
     let op = publish_op(&publisher, &b.setup.message);
     let (p, _) = b
-        .against_raw(op, "webhook_bridge::publisher in-process", false)
+        .against_raw(op, "webhook_bridge::publisher in-process")
         .await?;
     let conc = b.conc();
     b.report.rows.push(Row::new(
