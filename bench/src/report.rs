@@ -223,7 +223,7 @@ pub fn print_header(args: &Args, broker_pid: Option<u32>) {
     print_machine(broker_pid);
     println!(
         "phases: warm-up {:.0}s each; {} rounds of {:.0}s raw + {:.0}s bridge (full load, then 50% \
-         open loop); isendu {:.0}s; concurrency {}; {} channels; isendu batch {}",
+         open loop); isendu {:.0}s; concurrency {}; bridge [amqp] channels {}; isendu batch {}",
         args.warmup().as_secs_f64(),
         args.rounds(),
         args.round_duration().as_secs_f64(),
