@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::client;
+use crate::raw::RawShape;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "webhook-bridge vs raw RabbitMQ confirmed publishes")]
@@ -23,9 +24,15 @@ pub struct Args {
     /// Concurrent publishers / HTTP connections.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
-    /// Confirm channels, for the raw baseline and the bridge's `[amqp] channels`.
+    /// The bridge's `[amqp] channels` (confirm channels). The raw baseline picks its own: see
+    /// `--raw-shape`.
     #[arg(long, default_value_t = 4)]
     pub channels: usize,
+    /// Drive raw lapin this way instead of measuring every shape first and taking the fastest:
+    /// `tasks/Nch` (one task per publisher, each awaiting its confirm) or `window/Nch` (one task
+    /// keeping `--concurrency` publishes in flight), N = 1, 2 or 4 confirm channels.
+    #[arg(long, value_parser = RawShape::parse)]
+    pub raw_shape: Option<RawShape>,
     /// Elements per isendu batch.
     #[arg(long, default_value_t = 50)]
     pub batch: usize,
@@ -62,9 +69,13 @@ pub struct Args {
     /// alternating with raw lapin: the publish path's own share of the gap.
     #[arg(long)]
     pub publisher_phase: bool,
-    /// Also run raw lapin with one `GET /healthz` to the bridge before each publish, alternating
-    /// with plain raw: what pacing publishes by HTTP round trips costs by itself.
+    /// Skip the coupled ceiling: raw lapin with one `GET /healthz` to the bridge before each
+    /// publish, alternating with plain raw (what pacing publishes by HTTP round trips costs by
+    /// itself). It runs by default: a target is stated against it.
     #[arg(long)]
+    pub skip_coupled: bool,
+    /// Accepted for older command lines; the coupled ceiling now runs by default.
+    #[arg(long, hide = true)]
     pub coupled_phase: bool,
     /// Skip the unmeasured broker warm-up (raw, then bridge) before the first round.
     #[arg(long)]

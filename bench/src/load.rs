@@ -7,6 +7,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -143,6 +145,46 @@ pub async fn closed_loop(conc: usize, warmup: Duration, duration: Duration, op: 
     }
     report_errors("closed loop", &total);
     total
+}
+
+/// `window` operations kept in flight by **one** task (no task per worker): each time one
+/// completes, the next starts in its slot. With lapin, publishes started this way leave in
+/// bursts and their confirms come back as multiple-acks that resolve many futures in one wake-up
+/// of this task; with `window` closed-loop workers, each confirm wakes a task of its own.
+/// Measured like [`closed_loop`]: only completions inside the window count.
+pub async fn pipelined(window: usize, warmup: Duration, duration: Duration, op: Op) -> PhaseResult {
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    let mut r = PhaseResult::new(duration);
+    let mut in_flight = FuturesUnordered::new();
+    let start_op = |slot: usize, seq: u64| {
+        let fut = op(slot, seq);
+        async move {
+            let t0 = Instant::now();
+            let result = fut.await;
+            (slot, t0, result)
+        }
+    };
+    let mut seq = 0u64;
+    for slot in 0..window {
+        in_flight.push(start_op(slot, seq));
+        seq += 1;
+    }
+    while let Some((slot, t0, result)) = in_flight.next().await {
+        let t1 = Instant::now();
+        let failed = result.is_err();
+        r.record(result, t1 - t0, t0 >= measure_from && t1 <= end);
+        if failed {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if t1 < end {
+            in_flight.push(start_op(slot, seq));
+            seq += 1;
+        }
+    }
+    report_errors("pipelined", &r);
+    r
 }
 
 /// Send at `rate` per second for `warmup + duration`, at most `cap` outstanding (requests past

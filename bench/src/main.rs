@@ -2,10 +2,12 @@
 //!
 //! One run measures, against the local broker on 127.0.0.1:
 //! 1. the raw baseline: lapin publishing the bridge's own envelope (same bytes, same AMQP
-//!    properties, persistent, mandatory, confirmed) with 64 concurrent publishers over 4 channels;
+//!    properties, persistent, mandatory, confirmed), 64 publishes in flight, in the fastest of
+//!    six shapes measured first (64 tasks or one pipelining task, over 1, 2 or 4 channels);
 //! 2. the bridge (release build, spawned with a generated config) driven over HTTP by 64
 //!    keep-alive connections with signed WeGoCOD webhooks, then with isendu batches of 50;
-//! 3. both again open-loop at 50% of the bridge's full-load rate, latency measured from the
+//! 3. raw behind one `GET /healthz` per publish: the coupled ceiling of any HTTP front end;
+//! 4. both again open-loop at 50% of the bridge's full-load rate, latency measured from the
 //!    scheduled send time (no coordinated omission).
 //!
 //! After every phase it checks that the queue holds exactly the acknowledged events. The raw
@@ -100,11 +102,14 @@ async fn bench(args: &Args, bin: &Path, tag: &str, dir: &Path, broker: &mut Brok
     if !args.no_broker_warmup {
         phases::warmup::run(&mut b).await?;
     }
+    if args.raw_shape.is_none() {
+        phases::raw_shapes::run(&mut b).await?;
+    }
     let bridge_rate = phases::full_load::run(&mut b).await?;
     if args.publisher_phase {
         phases::publisher::run(&mut b).await?;
     }
-    if args.coupled_phase {
+    if !args.skip_coupled {
         phases::coupled::run(&mut b).await?;
     }
     if args.http_ceiling {

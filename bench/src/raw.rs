@@ -35,8 +35,81 @@ pub fn wegocod_message(config: &Config) -> Result<Message> {
     Ok(envelope::encode(ep, event, chrono::Utc::now())?)
 }
 
-/// lapin publishing the bridge's message over `channels` confirm channels; publisher `i` uses
-/// channel `i % channels`, as the bridge spreads requests round-robin.
+/// How the raw baseline drives lapin: the publishing pattern and the number of confirm channels.
+/// The run measures every shape in [`RawShape::CANDIDATES`] first and takes the fastest as
+/// "raw" (phases/raw_shapes.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawShape {
+    /// `false`: one task per publisher, each awaiting its own confirm before publishing again
+    /// (`load::closed_loop`); `true`: one task keeping all the publishes in flight
+    /// (`load::pipelined`).
+    pub pipelined: bool,
+    pub channels: usize,
+}
+
+impl RawShape {
+    pub const CANDIDATES: [RawShape; 6] = [
+        RawShape {
+            pipelined: false,
+            channels: 1,
+        },
+        RawShape {
+            pipelined: false,
+            channels: 2,
+        },
+        RawShape {
+            pipelined: false,
+            channels: 4,
+        },
+        RawShape {
+            pipelined: true,
+            channels: 1,
+        },
+        RawShape {
+            pipelined: true,
+            channels: 2,
+        },
+        RawShape {
+            pipelined: true,
+            channels: 4,
+        },
+    ];
+
+    /// `tasks/4ch` or `window/1ch`: how `--raw-shape` takes it and the report prints it.
+    pub fn name(&self) -> String {
+        let how = if self.pipelined { "window" } else { "tasks" };
+        format!("{how}/{}ch", self.channels)
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        RawShape::CANDIDATES
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<String> = RawShape::CANDIDATES.iter().map(|c| c.name()).collect();
+                format!("unknown raw shape {s:?}; one of {}", names.join(", "))
+            })
+    }
+
+    /// In words, for the report.
+    pub fn describe(&self, conc: usize) -> String {
+        if self.pipelined {
+            format!(
+                "one task keeping {conc} publishes in flight over {} channel(s)",
+                self.channels
+            )
+        } else {
+            format!(
+                "{conc} publishers each awaiting its confirm, over {} channel(s)",
+                self.channels
+            )
+        }
+    }
+}
+
+/// lapin publishing the bridge's message over up to `channels` confirm channels; with `k` in
+/// use, publisher (or window slot) `i` uses channel `i % k`, as the bridge spreads requests
+/// round-robin.
 pub struct RawPublisher {
     channels: Arc<Vec<Channel>>,
     exchange: ShortString,
@@ -62,9 +135,16 @@ impl RawPublisher {
         })
     }
 
-    /// One persistent, mandatory publish per call, done when the broker confirms it.
-    pub fn op(&self) -> Op {
-        let channels = Arc::clone(&self.channels);
+    /// Confirm channels opened (the most any shape uses).
+    pub fn channels(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// One persistent, mandatory publish per call, done when the broker confirms it, over the
+    /// first `k` channels.
+    pub fn op(&self, k: usize) -> Op {
+        let k = k.clamp(1, self.channels.len());
+        let channels = Arc::new(self.channels[..k].to_vec());
         let (exchange, rk) = (self.exchange.clone(), self.routing_key.clone());
         let (body, props) = (Arc::clone(&self.body), self.props.clone());
         Arc::new(move |worker: usize, _seq: u64| {

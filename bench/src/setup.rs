@@ -61,8 +61,10 @@ impl Setup {
             "message: {} bytes of CloudEvent JSON (WeGoCOD sample envelope), delivery_mode 2, mandatory",
             message.body.len()
         );
+        // Enough channels for every shape the raw-shapes phase tries.
+        let raw_channels = args.channels.max(4);
         let raw =
-            RawPublisher::new(broker.conn(), args.channels, &raw_amqp.exchange, &message).await?;
+            RawPublisher::new(broker.conn(), raw_channels, &raw_amqp.exchange, &message).await?;
         let http = HttpDriver::new(&config, args.batch, tag, args.client)?;
         Ok(Self {
             bridge,

@@ -21,6 +21,8 @@ pub struct Snapshot {
     handler_count: f64,
     confirm_sum: f64,
     confirm_count: f64,
+    /// `webhook_bridge_allocations_total`: the bridge process's heap allocations so far.
+    allocations: f64,
 }
 
 /// Mean times over the requests between two snapshots, in seconds.
@@ -29,6 +31,8 @@ pub struct Split {
     pub requests: f64,
     pub handler: f64,
     pub confirm_wait: f64,
+    /// Heap allocations of the whole bridge process per request (0 if it does not count them).
+    pub allocations: f64,
 }
 
 impl Snapshot {
@@ -52,6 +56,7 @@ impl Snapshot {
                 }
                 ("webhook_bridge_publish_confirm_seconds_sum", _) => &mut s.confirm_sum,
                 ("webhook_bridge_publish_confirm_seconds_count", _) => &mut s.confirm_count,
+                ("webhook_bridge_allocations_total", _) => &mut s.allocations,
                 _ => continue,
             };
             *slot = value;
@@ -88,6 +93,10 @@ impl Snapshot {
                 self.confirm_sum - before.confirm_sum,
                 self.confirm_count - before.confirm_count,
             ),
+            allocations: mean(
+                self.allocations - before.allocations,
+                self.handler_count - before.handler_count,
+            ),
         }
     }
 }
@@ -105,6 +114,7 @@ impl Split {
             requests,
             handler: weighted(|p| p.handler),
             confirm_wait: weighted(|p| p.confirm_wait),
+            allocations: weighted(|p| p.allocations),
         }
     }
 }
@@ -121,6 +131,7 @@ webhook_bridge_request_duration_seconds_sum{endpoint="ab",provider="isendu"} 9
 webhook_bridge_request_duration_seconds_count{endpoint="ab",provider="isendu"} 9
 webhook_bridge_publish_confirm_seconds_sum 0.4
 webhook_bridge_publish_confirm_seconds_count 100
+webhook_bridge_allocations_total 12345
 "#;
 
     #[test]
@@ -130,6 +141,7 @@ webhook_bridge_publish_confirm_seconds_count 100
         assert_eq!(split.requests, 100.0);
         assert!((split.handler - 0.005).abs() < 1e-12);
         assert!((split.confirm_wait - 0.004).abs() < 1e-12);
+        assert!((split.allocations - 123.45).abs() < 1e-9);
     }
 
     #[test]
@@ -138,15 +150,18 @@ webhook_bridge_publish_confirm_seconds_count 100
             requests: 100.0,
             handler: 1.0,
             confirm_wait: 0.5,
+            allocations: 100.0,
         };
         let b = Split {
             requests: 300.0,
             handler: 2.0,
             confirm_wait: 1.5,
+            allocations: 200.0,
         };
         let c = Split::combine(&[a, b]);
         assert_eq!(c.requests, 400.0);
         assert!((c.handler - 1.75).abs() < 1e-12);
         assert!((c.confirm_wait - 1.25).abs() < 1e-12);
+        assert!((c.allocations - 175.0).abs() < 1e-9);
     }
 }

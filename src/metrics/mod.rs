@@ -9,8 +9,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use self::labels::{ConnectionError, FailureReason, Task};
 
@@ -76,7 +76,24 @@ pub struct Metrics {
     pub log_lines_dropped_total: IntCounter,
     /// Highest dropped-lines count already added to `log_lines_dropped_total`.
     log_lines_dropped_seen: Arc<AtomicU64>,
+    /// Heap allocations made by the process since it started, as the allocator counts them
+    /// (see [`count_allocations_with`]); brought up to date at each scrape, so counting costs
+    /// the request path nothing beyond the allocator's own bookkeeping. Stays 0 where no count
+    /// is available (the library's tests).
+    pub allocations_total: IntCounter,
+    /// Highest allocation count already added to `allocations_total`.
+    allocations_seen: Arc<AtomicU64>,
     pub build_info: IntGaugeVec,
+}
+
+/// Where [`Metrics::render`] reads the process's allocation count from; set once by the binary,
+/// which owns the global allocator.
+static ALLOCATION_COUNT: OnceLock<fn() -> Option<u64>> = OnceLock::new();
+
+/// Have `allocations_total` follow `count`: the allocations made so far by the process (the
+/// binary passes jemalloc's count). Only the first call has an effect.
+pub fn count_allocations_with(count: fn() -> Option<u64>) {
+    let _ = ALLOCATION_COUNT.set(count);
 }
 
 const PREFIX: &str = "webhook_bridge";
@@ -251,6 +268,13 @@ impl Metrics {
                 "Log lines dropped because the log writer could not keep up (stderr not drained).",
             ))?,
         )?;
+        let allocations_total = registered(
+            &registry,
+            IntCounter::with_opts(opts(
+                "allocations_total",
+                "Heap allocations made by the process (the allocator's count, read at scrape time).",
+            ))?,
+        )?;
         let build_info = registered(
             &registry,
             IntGaugeVec::new(
@@ -300,6 +324,8 @@ impl Metrics {
             in_flight_requests,
             log_lines_dropped_total,
             log_lines_dropped_seen: Arc::new(AtomicU64::new(0)),
+            allocations_total,
+            allocations_seen: Arc::new(AtomicU64::new(0)),
             build_info,
         })
     }
@@ -307,6 +333,9 @@ impl Metrics {
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
         self.sync_log_lines_dropped(crate::logging::dropped_lines());
+        if let Some(count) = ALLOCATION_COUNT.get().and_then(|f| f()) {
+            add_since(&self.allocations_total, &self.allocations_seen, count);
+        }
         self.sync_spool_oldest_event_age(unix_now());
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
@@ -342,12 +371,20 @@ impl Metrics {
     /// Add to `log_lines_dropped_total` what `dropped` (a running total) has gained since the
     /// last call; concurrent scrapes add each line once.
     fn sync_log_lines_dropped(&self, dropped: u64) {
-        let seen = self
-            .log_lines_dropped_seen
-            .fetch_max(dropped, Ordering::Relaxed);
-        if dropped > seen {
-            self.log_lines_dropped_total.inc_by(dropped - seen);
-        }
+        add_since(
+            &self.log_lines_dropped_total,
+            &self.log_lines_dropped_seen,
+            dropped,
+        );
+    }
+}
+
+/// Add to `counter` what `total` (a running total read elsewhere) has gained over `seen`, the
+/// highest total added so far; concurrent scrapes add each unit once.
+fn add_since(counter: &IntCounter, seen: &AtomicU64, total: u64) {
+    let before = seen.fetch_max(total, Ordering::Relaxed);
+    if total > before {
+        counter.inc_by(total - before);
     }
 }
 

@@ -1,5 +1,7 @@
-//! `--coupled-phase`: raw lapin, but each publish waits for one trivial HTTP exchange first
-//! (`GET /healthz` on the bridge's admin port, same client), alternating with plain raw. Its
+//! The coupled ceiling (skipped with `--skip-coupled`): raw lapin on the chosen shape's channels,
+//! but each of the 64 publishers (one task each, as each webhook is a request of its own) waits
+//! for one trivial HTTP exchange first (`GET /healthz` on the bridge's admin port, same client),
+//! alternating with plain raw in its chosen shape. Its
 //! ratio is the ceiling of *any* publisher whose publishes are paced by HTTP round trips, with
 //! none of the bridge's request work, and the verdicts put the bridge's ratio against it.
 
@@ -14,7 +16,7 @@ use crate::sys::CpuDelta;
 
 pub async fn run(b: &mut Bench<'_>) -> Result<()> {
     let hop = b.setup.http.healthz_op(b.setup.bridge.admin_port);
-    let publish = b.setup.raw.op();
+    let publish = b.raw_op();
     let coupled: Op = Arc::new(move |w: usize, q: u64| {
         let (hop, publish) = (Arc::clone(&hop), Arc::clone(&publish));
         Box::pin(async move {
@@ -28,7 +30,10 @@ pub async fn run(b: &mut Bench<'_>) -> Result<()> {
     b.report.coupled_ratio = Some(report::median(&mut ratios));
     let conc = b.conc();
     b.report.rows.push(Row::new(
-        &format!("raw lapin, each publish behind one GET /healthz, c={conc}"),
+        &format!(
+            "raw lapin ({}), each publish behind one GET /healthz, c={conc}",
+            b.raw_shape.name()
+        ),
         &c,
         CpuDelta::default(),
         None,

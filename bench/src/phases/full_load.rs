@@ -48,11 +48,23 @@ pub async fn run(b: &mut Bench<'_>) -> Result<f64> {
     b.report.ratios = ratios;
     let raw_full = PhaseResult::combine(rounds.raw);
     let br_full = PhaseResult::combine(rounds.bridge);
-    report::print_split(&Split::combine(&rounds.splits), &br_full, &raw_full);
+    let split = Split::combine(&rounds.splits);
+    report::print_split(&split, &br_full, &raw_full);
     let conc = b.conc();
     b.report.raw_events_per_sec = raw_full.events_per_sec();
+    b.report.raw_shape = Some(b.raw_shape);
+    b.report.allocations_per_request = Some(split.allocations);
+    b.report.raw_client_us_per_event =
+        Some(rounds.raw_cpu.self_us as f64 / raw_full.acked_events.max(1) as f64);
+    b.report.bridge_us_per_event = rounds
+        .bridge_cpu
+        .bridge_us
+        .map(|us| us as f64 / br_full.acked_events.max(1) as f64);
     b.report.rows.push(Row::new(
-        &format!("raw lapin publish+confirm, c={conc}"),
+        &format!(
+            "raw lapin publish+confirm ({}), c={conc}",
+            b.raw_shape.name()
+        ),
         &raw_full,
         rounds.raw_cpu,
         None,
@@ -69,7 +81,7 @@ pub async fn run(b: &mut Bench<'_>) -> Result<f64> {
 async fn raw_round(b: &mut Bench<'_>, i: usize, rounds: &mut Rounds) -> Result<PhaseResult> {
     let (conc, warmup, round) = (b.conc(), b.args.warmup(), b.args.round_duration());
     let cpu = CpuSnapshot::take(&b.watch);
-    let r = load::closed_loop(conc, warmup, round, b.setup.raw.op()).await;
+    let r = b.raw_full(warmup, round).await;
     rounds.raw_cpu.add(cpu.since(&b.watch));
     let what = format!("raw c={conc} round {}", i + 1);
     b.check(Queue::Raw, r.acked_events, &what).await?;

@@ -9,6 +9,7 @@ pub mod http_ceiling;
 pub mod isendu;
 pub mod open_loop;
 pub mod publisher;
+pub mod raw_shapes;
 pub mod warmup;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use lapin::Channel;
 use crate::broker;
 use crate::cli::Args;
 use crate::load::{self, Op, PhaseResult};
+use crate::raw::RawShape;
 use crate::report::Report;
 use crate::setup::Setup;
 use crate::sys::ProcWatch;
@@ -37,6 +39,8 @@ pub struct Bench<'a> {
     admin: &'a Channel,
     pub watch: ProcWatch,
     pub report: Report,
+    /// How "raw" publishes: `--raw-shape`, else the fastest the raw-shapes phase found.
+    pub raw_shape: RawShape,
 }
 
 impl<'a> Bench<'a> {
@@ -52,7 +56,41 @@ impl<'a> Bench<'a> {
             admin,
             watch: ProcWatch::new(setup.bridge.pid(), broker_pid),
             report: Report::default(),
+            raw_shape: args.raw_shape.unwrap_or(RawShape {
+                pipelined: false,
+                channels: 4,
+            }),
         }
+    }
+
+    /// One raw publish per call, on the chosen shape's channels.
+    pub fn raw_op(&self) -> Op {
+        self.setup.raw.op(self.raw_shape.channels)
+    }
+
+    /// `op` at full load, driven the way `shape` says: `conc` tasks or one pipelining task.
+    pub async fn drive(
+        &self,
+        shape: RawShape,
+        op: Op,
+        warmup: std::time::Duration,
+        duration: std::time::Duration,
+    ) -> PhaseResult {
+        if shape.pipelined {
+            load::pipelined(self.conc(), warmup, duration, op).await
+        } else {
+            load::closed_loop(self.conc(), warmup, duration, op).await
+        }
+    }
+
+    /// The raw baseline at full load, in its chosen shape.
+    pub async fn raw_full(
+        &self,
+        warmup: std::time::Duration,
+        duration: std::time::Duration,
+    ) -> PhaseResult {
+        self.drive(self.raw_shape, self.raw_op(), warmup, duration)
+            .await
     }
 
     fn conc(&self) -> usize {
@@ -74,13 +112,14 @@ impl<'a> Bench<'a> {
 
     /// `rounds` × (raw, then `op`), both into the raw queue and each checked against it; prints
     /// the per-round ratios and returns `op`'s rounds combined with those ratios. Alternating
-    /// round by round keeps a drift of the shared machine from favouring either side.
+    /// round by round keeps a drift of the shared machine from favouring either side. Raw runs
+    /// in its chosen shape; `op` is driven by `conc` tasks, as webhooks are (one request each).
     async fn against_raw(&mut self, op: Op, name: &str) -> Result<(PhaseResult, Vec<f64>)> {
         let (conc, warmup, round) = (self.conc(), self.args.warmup(), self.args.round_duration());
         let mut parts = Vec::new();
         let mut ratios = Vec::new();
         for i in 0..self.args.rounds() {
-            let r = load::closed_loop(conc, warmup, round, self.setup.raw.op()).await;
+            let r = self.raw_full(warmup, round).await;
             let what = format!("raw (vs {name}) round {}", i + 1);
             self.check(Queue::Raw, r.acked_events, &what).await?;
             let p = load::closed_loop(conc, warmup, round, Arc::clone(&op)).await;

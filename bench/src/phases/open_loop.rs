@@ -19,7 +19,7 @@ pub async fn run(b: &mut Bench<'_>, bridge_rate: f64) -> Result<()> {
     let mut rss = 0;
     for i in 0..b.args.rounds() {
         let cpu = CpuSnapshot::take(&b.watch);
-        let r = load::open_loop(rate, conc, warmup, round, b.setup.raw.op()).await;
+        let r = load::open_loop(rate, conc, warmup, round, b.raw_op()).await;
         raw_cpu.add(cpu.since(&b.watch));
         let what = format!("raw open loop round {}", i + 1);
         b.check(Queue::Raw, r.acked_events, &what).await?;

@@ -12,7 +12,7 @@ use crate::load;
 
 pub async fn run(b: &mut Bench<'_>) -> Result<()> {
     let (conc, w) = (b.conc(), b.args.round_duration());
-    let r = load::closed_loop(conc, Duration::ZERO, w, b.setup.raw.op()).await;
+    let r = b.raw_full(Duration::ZERO, w).await;
     b.check(Queue::Raw, r.acked_events, "broker warm-up, raw")
         .await?;
     let br = load::closed_loop(conc, Duration::ZERO, w, b.setup.http.wegocod_op()).await;
