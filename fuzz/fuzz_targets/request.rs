@@ -163,7 +163,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Err(refusal) => {
-            assert!(status.is_client_error() || status.is_server_error(), "{refusal:?}");
+            assert!(
+                status.is_client_error() || status.is_server_error(),
+                "{refusal:?}"
+            );
             let allowed = auth::check_ip(
                 &endpoint.allow_ips,
                 &endpoint.trusted_proxies,
@@ -178,7 +181,12 @@ fuzz_target!(|data: &[u8]| {
                 && body.len() <= endpoint.max_body
                 && !headers.contains_key(http::header::CONTENT_LENGTH);
             if intact && endpoint.provider.name != "isendu" {
-                assert_ne!(*refusal, Refusal::Unauthorized, "signed request refused: {}", endpoint.name);
+                assert_ne!(
+                    *refusal,
+                    Refusal::Unauthorized,
+                    "signed request refused: {}",
+                    endpoint.name
+                );
             }
         }
     }
