@@ -271,3 +271,124 @@ async fn a_wrong_token_is_refused_before_the_body_is_read() {
     bridge.cleanup().await;
     bridge.terminate();
 }
+
+/// The slowest and the 99th-percentile of `samples`.
+fn max_and_p99(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort();
+    let max = samples.last().copied().unwrap_or_default();
+    let p99 = samples
+        .get((samples.len() * 99 / 100).min(samples.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default();
+    (max, p99)
+}
+
+/// Clients sending megabyte bodies with forged signatures make the bridge hash each body once
+/// per secret — here 8 secrets, a few hundred milliseconds of CPU per request in a debug build.
+/// That hashing runs on the blocking pool: `/healthz` and a legitimate small webhook on another
+/// endpoint keep answering fast. Hashed on the async workers instead, four such clients keep
+/// both workers busy and every other request waits for a hash to finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashing_large_forged_bodies_does_not_stall_other_requests() {
+    broker_available().await;
+    let secrets: Vec<String> = (0..8)
+        .map(|i| format!("\"forged-mac-secret-{i}\""))
+        .collect();
+    let mut bridge = Bridge::start_with(BridgeOptions {
+        endpoints: format!(
+            "{}\n[[endpoint]]\nname = \"wegocod-rotating\"\nprovider = \"wegocod\"\npath = \"/webhooks/wegocod-rotating\"\nsecret = [{}]\n",
+            standard_endpoints(),
+            secrets.join(", ")
+        ),
+        ..BridgeOptions::default()
+    })
+    .await;
+    let forged = bytes::Bytes::from(vec![b' '; 1024 * 1024]);
+    let send_forged = |client: reqwest::Client, url: String, body: bytes::Bytes| async move {
+        let started = Instant::now();
+        let status = client
+            .post(url)
+            .header("x-webhook-signature", "0".repeat(64))
+            .body(body)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        (status, started.elapsed())
+    };
+    let url = bridge.url("/webhooks/wegocod-rotating");
+    // What one forged request costs alone: the time its hashing takes.
+    let mut alone = Duration::MAX;
+    for _ in 0..3 {
+        let (status, took) = send_forged(bridge.client.clone(), url.clone(), forged.clone()).await;
+        assert_eq!(status, 401);
+        alone = alone.min(took);
+    }
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut attackers = Vec::new();
+    for _ in 0..4 {
+        let (client, url, body, stop) = (
+            reqwest::Client::new(),
+            url.clone(),
+            forged.clone(),
+            stop.clone(),
+        );
+        attackers.push(tokio::spawn(async move {
+            let mut refused = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, _) = send_forged(client.clone(), url.clone(), body.clone()).await;
+                assert!([401, 503].contains(&status), "forged request: {status}");
+                refused += 1;
+            }
+            refused
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut health = Vec::new();
+    let mut webhooks = Vec::new();
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let started = Instant::now();
+        let status = bridge
+            .client
+            .get(bridge.admin_url("/healthz"))
+            .send()
+            .await
+            .expect("healthz")
+            .status();
+        assert_eq!(status, 200);
+        health.push(started.elapsed());
+        let started = Instant::now();
+        assert_eq!(bridge.post_wegocod_sample().await.status(), 200);
+        webhooks.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut refused = 0;
+    for a in attackers {
+        refused += a.await.expect("attacker");
+    }
+    let (health_max, health_p99) = max_and_p99(&mut health);
+    let (hook_max, hook_p99) = max_and_p99(&mut webhooks);
+    println!(
+        "one forged 1 MiB request alone: {alone:?}; {refused} refused under attack; /healthz \
+         p99 {health_p99:?} max {health_max:?} ({} probes); legitimate webhook p99 {hook_p99:?} \
+         max {hook_max:?}",
+        health.len()
+    );
+    assert!(refused >= 8, "the attack ran: {refused} forged requests");
+    // Generous bounds for a loaded machine, well under the cost of one hash: a request that
+    // waited for a worker busy hashing would take about `alone` or more.
+    let bound = (alone / 2).max(Duration::from_millis(150));
+    assert!(
+        health_p99 < bound,
+        "/healthz p99 {health_p99:?}, one hash {alone:?}"
+    );
+    assert!(
+        hook_p99 < bound + Duration::from_millis(100),
+        "webhook p99 {hook_p99:?}, one hash {alone:?}"
+    );
+    bridge.cleanup().await;
+    bridge.terminate();
+}

@@ -718,3 +718,235 @@ async fn oversized_or_too_many_headers_are_refused_and_nothing_published() {
     assert_eq!(bridge.post(&path, &headers, p.sample).await.status(), 200);
     bridge.cleanup().await;
 }
+
+/// Bytes allocated on the calling thread: the parse tests below measure a parse's peak with it.
+mod peak {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static NOW: Cell<isize> = const { Cell::new(0) };
+        static PEAK: Cell<isize> = const { Cell::new(0) };
+    }
+
+    /// The system allocator, counting what each thread holds and its peak.
+    pub struct Counting;
+
+    // SAFETY: every call is forwarded to `System` unchanged; only thread-local counters are
+    // updated besides (const-initialised `Cell`s, which never allocate).
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let p = unsafe { System.alloc(layout) };
+            if !p.is_null() {
+                add(layout.size() as isize);
+            }
+            p
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) };
+            add(-(layout.size() as isize));
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let p = unsafe { System.realloc(ptr, layout, new_size) };
+            if !p.is_null() {
+                add(new_size as isize - layout.size() as isize);
+            }
+            p
+        }
+    }
+
+    fn add(n: isize) {
+        let _ = NOW.try_with(|now| {
+            let v = now.get() + n;
+            now.set(v);
+            let _ = PEAK.try_with(|peak| peak.set(peak.get().max(v)));
+        });
+    }
+
+    /// What `f` returns, and the most bytes it held allocated at once on this thread (on top of
+    /// what was allocated before).
+    pub fn measure<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        let base = NOW.with(Cell::get);
+        PEAK.with(|p| p.set(base));
+        let out = f();
+        let top = PEAK.with(Cell::get);
+        (out, usize::try_from(top - base).unwrap_or(0))
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: peak::Counting = peak::Counting;
+
+/// A tracking element of about 200 bytes, as isendu sends them.
+fn tracking_element(i: usize) -> String {
+    format!(
+        r#"{{"uuid":"0e6b2f93-7c1a-4d8e-a5f2-{i:012}","trackingNumber":"1Z999AA1{i:010}","status":"IN_TRANSIT","steps":[{{"timestamp":"2026-05-09T08:15:00Z","status":"IN_TRANSIT","location":"Milano"}}]}}"#
+    )
+}
+
+/// Elements joined as an isendu batch of tracking updates, and as a generic split body.
+fn batch_bodies(elements: &[String]) -> (Vec<u8>, Vec<u8>) {
+    let joined = elements.join(",");
+    (
+        format!(r#"{{"order":[],"tracking":[{joined}]}}"#).into_bytes(),
+        format!(r#"{{"kind":"parcel.scan","events":[{joined}]}}"#).into_bytes(),
+    )
+}
+
+/// Peak bytes allocated while parsing `body` for `endpoint`, then also encoding every event into
+/// its message (what a request holds at once before delivery), and the outcome.
+fn parse_peak(
+    endpoint: &webhook_bridge::config::EndpointConfig,
+    body: &[u8],
+) -> (
+    Result<usize, webhook_bridge::providers::ParseError>,
+    usize,
+    usize,
+) {
+    use webhook_bridge::providers::{Inbound, Parsed};
+    let headers = http::HeaderMap::new();
+    let inbound = Inbound {
+        options: &endpoint.options,
+        headers: &headers,
+        body,
+    };
+    let count = |parsed: Result<Parsed, _>| {
+        parsed.map(|p| match p {
+            Parsed::Events(e) => e.len(),
+            Parsed::Reply(_) => 0,
+        })
+    };
+    let (outcome, parse) = peak::measure(|| count(endpoint.provider.parse(&inbound)));
+    let (_, with_messages) = peak::measure(|| {
+        if let Ok(Parsed::Events(events)) = endpoint.provider.parse(&inbound) {
+            let now = chrono::Utc::now();
+            let messages: Vec<_> = events
+                .iter()
+                .map(|e| webhook_bridge::envelope::encode(endpoint, e, now).expect("encodes"))
+                .collect();
+            drop(events);
+            drop(messages);
+        }
+    });
+    (outcome, parse, with_messages)
+}
+
+fn parse_config() -> webhook_bridge::config::Config {
+    let text = format!(
+        "[amqp]\nurls = [\"amqp://127.0.0.1\"]\n{}\n{}",
+        standard_endpoints(),
+        r#"
+[[endpoint]]
+name = "generic-split"
+provider = "generic"
+path = "/g"
+secret = "test-generic-split-secret"
+auth = { kind = "bearer" }
+[endpoint.generic]
+event_pointer = "/kind"
+split_pointer = "/events"
+entity_id_pointer = "/uuid"
+"#
+    );
+    webhook_bridge::config::Config::from_toml(&text).expect("config")
+}
+
+/// Batches (isendu, generic `split_pointer`) are counted while they are read, each element kept
+/// as a slice of the body and parsed alone: a 1 MiB batch never becomes one tree of the whole
+/// body, and one over the event limit is refused having built next to nothing. The figures are
+/// printed (`--nocapture`) for docs/SECURITY.md.
+#[test]
+fn batches_are_parsed_without_a_tree_of_the_whole_body() {
+    let config = parse_config();
+    let endpoint = |provider: &str| {
+        config
+            .endpoints
+            .iter()
+            .find(|e| e.provider.name == provider)
+            .expect("endpoint")
+    };
+    const MIB: usize = 1024 * 1024;
+    let fit = MIB / (tracking_element(0).len() + 1) - 1;
+    let elements: Vec<String> = (0..fit).map(tracking_element).collect();
+    let (isendu, generic) = batch_bodies(&elements);
+    // Elements of small numbers cost the most as a tree (a 32-byte `Value` per 2-byte number).
+    let numbers = |n: usize| format!("[{}0]", "0,".repeat(n));
+    let dense: Vec<String> = vec![format!("{{\"a\":{}}}", numbers(45)); 9_000];
+    let over: Vec<String> = vec![numbers(48); MAX_EVENTS_PER_REQUEST + 1];
+    let (dense_isendu, dense_generic) = batch_bodies(&dense);
+    let (over_isendu, over_generic) = batch_bodies(&over);
+    let kib = |n: usize| n / 1024;
+    for (name, provider, body, events) in [
+        (
+            "isendu, 1 MiB of 200-byte elements",
+            "isendu",
+            &isendu,
+            Some(fit),
+        ),
+        (
+            "generic split, 200-byte elements",
+            "generic",
+            &generic,
+            Some(fit),
+        ),
+        (
+            "isendu, 9,000 elements of numbers",
+            "isendu",
+            &dense_isendu,
+            Some(dense.len()),
+        ),
+        (
+            "generic split, same elements",
+            "generic",
+            &dense_generic,
+            Some(dense.len()),
+        ),
+        (
+            "isendu, 10,001 elements of numbers",
+            "isendu",
+            &over_isendu,
+            None,
+        ),
+        (
+            "generic split, same elements",
+            "generic",
+            &over_generic,
+            None,
+        ),
+    ] {
+        assert!(body.len() <= MIB, "{name}: {} bytes", body.len());
+        let (outcome, parse, with_messages) = parse_peak(endpoint(provider), body);
+        println!(
+            "{name}: body {} KiB, peak {} KiB parsing, {} KiB with the messages",
+            kib(body.len()),
+            kib(parse),
+            kib(with_messages)
+        );
+        match events {
+            Some(n) => {
+                assert_eq!(outcome, Ok(n), "{name}");
+                // What remains is the events (a copy of each element, keys, fields: about half a
+                // KiB each besides the element) and the body's text; a tree of the whole body
+                // would add ten times the body on top.
+                let bound = 2 * body.len() + 512 * n;
+                assert!(parse < bound, "{name}: {parse} bytes, over {bound}");
+            }
+            None => {
+                assert!(
+                    matches!(
+                        outcome,
+                        Err(webhook_bridge::providers::ParseError::TooManyEvents(_))
+                    ),
+                    "{name}: {outcome:?}"
+                );
+                // The slices of the elements read so far (16 bytes each), nothing of them.
+                assert!(
+                    parse < body.len() / 3,
+                    "{name}: refused after {parse} bytes"
+                );
+            }
+        }
+    }
+}

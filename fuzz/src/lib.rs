@@ -114,6 +114,18 @@ id_pointer = "/id"
 entity_id_pointer = "/ref"
 
 [[endpoint]]
+name = "generic-standard-locked"
+provider = "generic"
+path = "/g5"
+secret = ["whsec_ZnV6ei1zZWNyZXQtb25l", "whsec_c2Vjb25kLWZ1enotc2VjcmV0"]
+allow_ips = ["203.0.113.0/24"]
+trusted_proxies = ["127.0.0.0/8"]
+auth = { kind = "standard_webhooks", tolerance = "5m" }
+[endpoint.generic]
+event_pointer = "/type"
+split_pointer = "/data"
+
+[[endpoint]]
 name = "generic-split-deep"
 provider = "generic"
 path = "/g4"

@@ -25,7 +25,7 @@ mod router;
 pub use self::admin::serve_admin;
 pub use self::guard::{GuardError, guarded};
 pub use self::listener::serve_providers;
-pub use self::request::handle;
+pub use self::request::{Prepared, handle, offline};
 pub use self::router::{Route, Router};
 
 /// Shared by every connection of the provider and admin listeners.

@@ -1,7 +1,8 @@
 //! One provider request, top to bottom: route → method → IP → declared length → credentials
 //! in the head (token schemes are decided here) → body budget → read the body (bounded in size
-//! and time) → signature over the body → parse → encode → deliver → answer. Each step is a
-//! function returning `Result<_, Refusal>`; [`super::answer`] maps the result to a status code.
+//! and time) → signature over the body (off the async workers when large) → parse → encode →
+//! deliver → answer. Each step is a function returning `Result<_, Refusal>`; [`super::answer`]
+//! maps the result to a status code.
 //!
 //! **Architecture invariant:** nothing here talks to lapin or the spool; messages go to
 //! [`crate::delivery::Delivery`], which answers with what became of them.
@@ -98,49 +99,121 @@ async fn steps(
 ) -> Result<Answer, Refusal> {
     let config = &state.config;
     let route = route.ok_or(Refusal::NotFound)?;
-    let endpoint = config
-        .endpoints
-        .get(route.endpoint)
-        .ok_or(Refusal::NotFound)?;
-    if req.method() != Method::POST {
-        return Err(Refusal::MethodNotAllowed);
-    }
-    check_ip(endpoint, peer, req.headers())?;
-    let declared = check_declared_length(req.headers(), endpoint.max_body)?;
-    // Schemes that need no body are decided here: a wrong token costs no body read.
-    let head = authenticate_head(endpoint, req.headers(), route.token(req.uri().path()))?;
-    let _budget = reserve_body_bytes(state, declared.unwrap_or(endpoint.max_body))?;
+    let path = req.uri().path();
+    let admitted = admit(config, &route, req.method(), path, peer, req.headers())?;
+    let endpoint = admitted.endpoint;
+    let _budget = reserve_body_bytes(state, admitted.declared.unwrap_or(endpoint.max_body))?;
     let (parts, body) = req.into_parts();
     let body = read_body(body, endpoint.max_body, config, deadline).await?;
-    if head == HeadCheck::BodyRequired {
-        authenticate(
-            endpoint,
-            &parts.headers,
-            route.token(parts.uri.path()),
-            &body,
-        )?;
+    if admitted.head == HeadCheck::BodyRequired {
+        let token = route.token(parts.uri.path());
+        authenticate_body(&state.config, route.endpoint, &parts.headers, token, &body).await?;
     }
-    let received = chrono::Utc::now();
-    let events = match parse(endpoint, &parts.headers, &body)? {
-        Parsed::Events(events) => events,
-        Parsed::Reply(reply) => return Ok(Answer::Handshake(reply)),
+    let messages = match prepare(endpoint, &parts.headers, &body, chrono::Utc::now())? {
+        Prepared::Messages(messages) => messages,
+        Prepared::Reply(reply) => return Ok(Answer::Handshake(reply)),
     };
-    trace.events.store(events.len(), Ordering::Relaxed);
+    trace.events.store(messages.len(), Ordering::Relaxed);
     let provider = endpoint.provider_name();
     state
         .metrics
         .batch_size
         .with_label_values(&[provider])
-        .observe(events.len() as f64);
-    let messages = encode(endpoint, &events, received)?;
-    // Only the encoded messages live on while the broker confirms: the body, the parsed events
-    // and the request head are freed now rather than held across the wait.
-    drop(events);
+        .observe(messages.len() as f64);
+    // Only the encoded messages live on while the broker confirms: the body and the request
+    // head are freed now rather than held across the wait (the parsed events already are).
     drop(body);
     drop(parts);
     let delivered = state.delivery.deliver(&messages, deadline).await;
     count_events(state, endpoint, &messages, &delivered.events);
     Ok(delivered.outcome.into())
+}
+
+/// What the request head let through: its endpoint, the declared body length, and whether the
+/// body still has to be authenticated.
+struct Admitted<'c> {
+    endpoint: &'c EndpointConfig,
+    declared: Option<usize>,
+    head: HeadCheck,
+}
+
+/// Everything decided from the head: endpoint → method → IP → declared length → credentials in
+/// the head (a wrong token costs no body read).
+fn admit<'c>(
+    config: &'c Config,
+    route: &Route,
+    method: &Method,
+    path: &str,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<Admitted<'c>, Refusal> {
+    let endpoint = config
+        .endpoints
+        .get(route.endpoint)
+        .ok_or(Refusal::NotFound)?;
+    if method != Method::POST {
+        return Err(Refusal::MethodNotAllowed);
+    }
+    check_ip(endpoint, peer, headers)?;
+    let declared = check_declared_length(headers, endpoint.max_body)?;
+    let head = authenticate_head(endpoint, headers, route.token(path))?;
+    Ok(Admitted {
+        endpoint,
+        declared,
+        head,
+    })
+}
+
+/// What an authenticated body becomes: the messages handed to delivery, or a protocol reply.
+#[derive(Debug)]
+pub enum Prepared {
+    Messages(Vec<Message>),
+    Reply(Vec<u8>),
+}
+
+/// Parse → encode. The parsed events are dropped here; only the messages go on.
+fn prepare(
+    endpoint: &EndpointConfig,
+    headers: &HeaderMap,
+    body: &[u8],
+    received: chrono::DateTime<chrono::Utc>,
+) -> Result<Prepared, Refusal> {
+    let events = match parse(endpoint, headers, body)? {
+        Parsed::Events(events) => events,
+        Parsed::Reply(reply) => return Ok(Prepared::Reply(reply)),
+    };
+    encode(endpoint, &events, received).map(Prepared::Messages)
+}
+
+/// One request through the same steps as [`handle`], with no I/O: routing, method, IP, declared
+/// length, credentials, the body's size limit and signature, parse and encode, ending in what
+/// would be handed to delivery. What it leaves out: the in-flight and body-byte budgets, reading
+/// the body (given whole here) and the time limits, delivery itself, and the large-body hashing
+/// off the async workers (the same check, run inline). For the fuzz target `request`.
+pub fn offline(
+    config: &Config,
+    router: &super::Router,
+    peer: SocketAddr,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Prepared, Refusal> {
+    let route = router.route(path).ok_or(Refusal::NotFound)?;
+    let admitted = admit(config, &route, method, path, peer, headers)?;
+    let endpoint = admitted.endpoint;
+    if body.len() > endpoint.max_body || admitted.declared.is_some_and(|n| n != body.len()) {
+        // Over the limit, or not the length declared: hyper would not hand this body over.
+        return Err(if body.len() > endpoint.max_body {
+            Refusal::TooLarge
+        } else {
+            Refusal::BodyUnreadable
+        });
+    }
+    if admitted.head == HeadCheck::BodyRequired {
+        authenticate(endpoint, headers, route.token(path), body)?;
+    }
+    prepare(endpoint, headers, body, chrono::Utc::now())
 }
 
 fn check_ip(
@@ -217,6 +290,41 @@ fn authenticate_head(
         debug!(endpoint = %endpoint.name, reason = e.reason(), "authentication failed");
         Refusal::Unauthorized
     })
+}
+
+/// Bodies up to this size are hashed on the async worker: a MAC over 64 KiB takes well under a
+/// millisecond in a release build, less than handing the work to another thread costs.
+const INLINE_MAC_MAX: usize = 64 * 1024;
+
+/// The signature over the body. A larger body is hashed on the blocking pool
+/// (`spawn_blocking`), so one MAC per secret over a megabyte never holds an async worker, and
+/// `/healthz` and other requests keep being served while many clients send large forged bodies.
+/// `spawn_blocking` rather than `block_in_place`: the request's future stays a future, so the
+/// deadline guard can still answer it and a current-thread runtime works too.
+async fn authenticate_body(
+    config: &Arc<Config>,
+    index: usize,
+    headers: &HeaderMap,
+    path_token: Option<&str>,
+    body: &Bytes,
+) -> Result<(), Refusal> {
+    let endpoint = config.endpoints.get(index).ok_or(Refusal::NotFound)?;
+    if body.len() <= INLINE_MAC_MAX {
+        return authenticate(endpoint, headers, path_token, body);
+    }
+    let config = Arc::clone(config);
+    let headers = headers.clone();
+    let path_token = path_token.map(str::to_owned);
+    let body = body.clone();
+    tokio::task::spawn_blocking(move || {
+        let endpoint = config.endpoints.get(index).ok_or(Refusal::NotFound)?;
+        authenticate(endpoint, &headers, path_token.as_deref(), &body)
+    })
+    .await
+    .map_err(|e| {
+        error!(error = %e, "signature check task failed");
+        Refusal::Panicked
+    })?
 }
 
 /// The full check, over the body, for schemes that sign it.

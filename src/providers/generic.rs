@@ -16,11 +16,10 @@
 //!
 //! Generic events carry no canonical status (`status: null`): there is no table to map with.
 
-use std::collections::HashMap;
-
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use super::json::{self, ArrayError};
 use super::{
     Batch, Event, Inbound, MAX_EVENTS_PER_REQUEST, ParseError, Parsed, hash_hex, parse_json, str_at,
 };
@@ -166,39 +165,7 @@ pub fn routing_part(event: &str) -> Option<String> {
     (!out.is_empty()).then_some(out)
 }
 
-/// The raw JSON text at `pointer` (RFC 6901) inside `raw`, byte-exact. Each level is parsed as a
-/// map or array of raw values, so nothing is re-serialized.
-pub fn raw_at(raw: &RawValue, pointer: &str) -> Option<Box<RawValue>> {
-    if pointer.is_empty() {
-        return Some(raw.to_owned());
-    }
-    let rest = pointer.strip_prefix('/')?;
-    let mut current: Box<RawValue> = raw.to_owned();
-    for token in rest.split('/') {
-        let token = token.replace("~1", "/").replace("~0", "~");
-        let text = current.get();
-        let next = match text.trim_start().as_bytes().first() {
-            Some(b'{') => {
-                let map: HashMap<String, &RawValue> = serde_json::from_str(text).ok()?;
-                map.get(&token).map(|v| (*v).to_owned())
-            }
-            Some(b'[') => {
-                if token.starts_with('+') || (token.starts_with('0') && token.len() > 1) {
-                    return None;
-                }
-                let index: usize = token.parse().ok()?;
-                let items: Vec<&RawValue> = serde_json::from_str(text).ok()?;
-                items.get(index).map(|v| (*v).to_owned())
-            }
-            _ => None,
-        }?;
-        current = next;
-    }
-    Some(current)
-}
-
 pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
-    let (raw, value) = parse_json(inbound.body)?;
     let cfg = &inbound.options.generic;
     let header_event = cfg.event_header.as_deref().and_then(|name| {
         inbound
@@ -209,57 +176,81 @@ pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
             .filter(|v| !v.is_empty())
             .map(str::to_string)
     });
-    let ctx = Context {
-        inbound,
-        body: &value,
-        header_event,
-    };
     let Some(split) = cfg.split_pointer.as_deref().filter(|p| !p.is_empty()) else {
+        let (raw, value) = parse_json(inbound.body)?;
+        let ctx = Context {
+            inbound,
+            body: Fallback::default(),
+            header_event,
+        };
         return Ok(Parsed::Events(vec![ctx.event(raw, &value, false)]));
     };
-    let elements = match raw_at(&raw, split)
-        .and_then(|a| serde_json::from_str::<Vec<Box<RawValue>>>(a.get()).ok())
-    {
-        Some(elements) => elements,
-        None => return Ok(Parsed::Events(vec![Event::unrecognized("", raw)])),
+    // A batch: no tree of the whole body. It is checked as `Value` would be, the array's
+    // elements are kept as slices of it, counted as they are read, and each is parsed alone.
+    let text = json::validate(inbound.body)?;
+    let mut elements = json::Elements::new(MAX_EVENTS_PER_REQUEST);
+    let taken = match json::raw_at(text, split) {
+        Some(array) => elements.take(array.get()),
+        None => Err(ArrayError::Shape),
     };
-    let size = elements.len();
-    if size > MAX_EVENTS_PER_REQUEST {
-        return Err(ParseError::TooManyEvents(size));
+    match taken {
+        Ok(()) => {}
+        Err(ArrayError::TooMany(n)) => return Err(ParseError::TooManyEvents(n)),
+        Err(ArrayError::Shape) => {
+            return Ok(Parsed::Events(vec![Event::unrecognized(
+                "",
+                json::boxed(text)?,
+            )]));
+        }
     }
+    let ctx = Context {
+        inbound,
+        body: Fallback {
+            event: cfg
+                .event_pointer
+                .as_deref()
+                .and_then(|p| json::scalar_at(text, p)),
+            entity_id: cfg
+                .entity_id_pointer
+                .as_deref()
+                .and_then(|p| json::scalar_at(text, p)),
+        },
+        header_event,
+    };
+    let size = elements.items.len();
     let mut events = Vec::with_capacity(size);
-    for (index, element) in elements.into_iter().enumerate() {
+    for (index, element) in elements.items.into_iter().enumerate() {
         let element_value: Value = serde_json::from_str(element.get()).unwrap_or(Value::Null);
-        let mut event = ctx.event(element, &element_value, true);
+        let mut event = ctx.event(element.to_owned(), &element_value, true);
         event.batch = Some(Batch { index, size });
         events.push(event);
     }
     Ok(Parsed::Events(events))
 }
 
+/// What split elements fall back to when they lack a field: the whole body's value at the
+/// same pointer, looked up once.
+#[derive(Default)]
+struct Fallback {
+    event: Option<String>,
+    entity_id: Option<String>,
+}
+
 struct Context<'a> {
     inbound: &'a Inbound<'a>,
-    body: &'a Value,
+    body: Fallback,
     header_event: Option<String>,
 }
 
 impl Context<'_> {
-    /// A string at `pointer` in the element, then (for split elements) in the whole body.
-    fn lookup(&self, element: &Value, pointer: Option<&str>, split: bool) -> Option<String> {
-        let pointer = pointer?;
-        str_at(element, pointer).or_else(|| {
-            if split {
-                str_at(self.body, pointer)
-            } else {
-                None
-            }
-        })
-    }
-
     fn event(&self, raw: Box<RawValue>, element: &Value, split: bool) -> Event {
         let cfg = &self.inbound.options.generic;
-        let name = self
-            .lookup(element, cfg.event_pointer.as_deref(), split)
+        let fallback = |v: &Option<String>| if split { v.clone() } else { None };
+        let name = cfg
+            .event_pointer
+            .as_deref()
+            .and_then(|p| str_at(element, p))
+            .or_else(|| fallback(&self.body.event))
             .filter(|n| !n.is_empty())
             .or_else(|| self.header_event.clone());
         let Some((name, kind)) = name.and_then(|n| routing_part(&n).map(|k| (n, k))) else {
@@ -267,11 +258,15 @@ impl Context<'_> {
         };
         // The event name is part of the key: with `event_header`, two different events may
         // carry the same body.
-        let key = match self.lookup(element, cfg.id_pointer.as_deref(), false) {
+        let key = match cfg.id_pointer.as_deref().and_then(|p| str_at(element, p)) {
             Some(id) => format!("{kind}:id:{id}"),
             None => format!("{kind}:hash:{}", hash_hex(raw.get().as_bytes())),
         };
-        let entity_id = self.lookup(element, cfg.entity_id_pointer.as_deref(), split);
+        let entity_id = cfg
+            .entity_id_pointer
+            .as_deref()
+            .and_then(|p| str_at(element, p))
+            .or_else(|| fallback(&self.body.entity_id));
         let mut event = Event::new(name, kind, key, raw);
         event.entity_id = entity_id;
         event
@@ -306,21 +301,6 @@ mod tests {
         assert_eq!(routing_part("..."), None);
         assert_eq!(routing_part(""), None);
         assert!(routing_part(&"x".repeat(1000)).unwrap().len() <= MAX_EVENT_LEN);
-    }
-
-    #[test]
-    fn raw_at_is_byte_exact_and_follows_rfc6901() {
-        let raw: Box<RawValue> =
-            serde_json::from_str(r#"{"a/b":{"c~d":[ 1 , {"x" : true} ]}}"#).unwrap();
-        assert_eq!(
-            raw_at(&raw, "/a~1b/c~0d/1").unwrap().get(),
-            r#"{"x" : true}"#
-        );
-        assert_eq!(raw_at(&raw, "/a~1b/c~0d/0").unwrap().get(), "1");
-        assert!(raw_at(&raw, "/a~1b/c~0d/01").is_none());
-        assert!(raw_at(&raw, "/nope").is_none());
-        assert!(raw_at(&raw, "nope").is_none());
-        assert_eq!(raw_at(&raw, "").unwrap().get(), raw.get());
     }
 
     #[test]

@@ -24,15 +24,19 @@
 //! Natural key of an element: its `uuid` + `:` + SHA-256 of the element's raw bytes, so a retried
 //! batch yields the same ids while a new update of the same order or shipment yields a new one.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, NaiveDateTime, Utc};
-use serde::Deserialize;
+use serde::Deserializer;
+use serde::de::{MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
+use super::json::{self, ArrayError};
 use super::{
-    Batch, Event, Inbound, MAX_EVENTS_PER_REQUEST, ParseError, Parsed, Status, hash_hex,
-    parse_json, str_at,
+    Batch, Event, Inbound, MAX_EVENTS_PER_REQUEST, ParseError, Parsed, Status, hash_hex, str_at,
 };
 use super::{Checked, OptionProblem, Options, Provider, Sample};
 use super::samples::sample_file;
@@ -137,58 +141,65 @@ pub fn status(s: &str) -> Status {
     }
 }
 
-/// The batch body, with every element kept as raw bytes so `payload` is byte-exact.
-#[derive(Deserialize)]
-struct BatchBody {
-    #[serde(default)]
-    order: Option<Vec<Box<RawValue>>>,
-    #[serde(default)]
-    tracking: Option<Vec<Box<RawValue>>>,
-}
-
 pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
-    let (raw, value) = parse_json(inbound.body)?;
-    let Value::Object(map) = &value else {
-        return Ok(Parsed::Events(vec![Event::unrecognized("", raw)]));
-    };
-    if map.len() == 1
-        && let Some(key_id) = map.get("keyId")
+    // No tree of the whole body: it is checked as `Value` would be, then read once at the top
+    // level, the batch elements kept as slices of it and counted as they are read.
+    let text = json::validate(inbound.body)?;
+    let unrecognized = || Ok(Parsed::Events(vec![Event::unrecognized("", json::boxed(text)?)]));
+    if !text.trim_start().starts_with('{') {
+        return unrecognized();
+    }
+    let mut elements = json::Elements::new(MAX_EVENTS_PER_REQUEST);
+    let mut top = Top::default();
+    let mut de = serde_json::Deserializer::from_str(text);
+    if de
+        .deserialize_map(TopVisitor {
+            elements: &mut elements,
+            top: &mut top,
+        })
+        .is_err()
+    {
+        return match elements.error() {
+            ArrayError::TooMany(n) => Err(ParseError::TooManyEvents(n)),
+            // An array key holding something else, or twice.
+            ArrayError::Shape => unrecognized(),
+        };
+    }
+    let keys = top.others.len() + usize::from(top.order.is_some()) + usize::from(top.tracking.is_some());
+    if keys == 1
+        && let Some(key_id) = top.others.get("keyId")
     {
         return handshake(inbound, key_id);
     }
-    if !map.is_empty() && !map.contains_key("order") && !map.contains_key("tracking") {
-        return Ok(Parsed::Events(vec![Event::unrecognized("", raw)]));
+    if top.order.is_none() && top.tracking.is_none() {
+        return if keys == 0 {
+            Ok(Parsed::Events(Vec::new()))
+        } else {
+            unrecognized()
+        };
     }
-    let Ok(batch) = serde_json::from_str::<BatchBody>(raw.get()) else {
-        return Ok(Parsed::Events(vec![Event::unrecognized("", raw)]));
-    };
-    let orders = batch.order.unwrap_or_default();
-    let tracking = batch.tracking.unwrap_or_default();
-    let size = orders.len() + tracking.len();
-    // Refuse an oversized batch before building thousands of events.
-    if size > MAX_EVENTS_PER_REQUEST {
-        return Err(ParseError::TooManyEvents(size));
-    }
-    let context: Map<String, Value> = map
-        .iter()
-        .filter(|(k, _)| *k != "order" && *k != "tracking")
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let context = if context.is_empty() {
+    let context = if top.others.is_empty() {
         None
-    } else if json_len(&context) > MAX_BATCH_CONTEXT {
-        return Ok(Parsed::Events(vec![Event::unrecognized("", raw)]));
     } else {
-        let mut extra = Map::new();
-        extra.insert(BATCH_CONTEXT.into(), Value::Object(context));
-        Some(extra)
+        match batch_context(&top.others) {
+            Some(context) => Some(context),
+            None => return unrecognized(),
+        }
     };
+    let slice = |range: Option<std::ops::Range<usize>>| {
+        range
+            .and_then(|r| elements.items.get(r))
+            .unwrap_or_default()
+    };
+    let orders = slice(top.order.clone());
+    let tracking = slice(top.tracking.clone());
+    let size = orders.len() + tracking.len();
     let mut events = Vec::with_capacity(size);
     for element in orders {
-        events.push(order_event(element));
+        events.push(order_event((*element).to_owned()));
     }
     for element in tracking {
-        events.push(tracking_event(element));
+        events.push(tracking_event((*element).to_owned()));
     }
     for (index, event) in events.iter_mut().enumerate() {
         event.batch = Some(Batch { index, size });
@@ -198,6 +209,73 @@ pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
     }
     Ok(Parsed::Events(events))
 }
+
+/// The top level of a body: where `order` and `tracking` elements are in the shared list (a key
+/// present with `null` is an empty range), and every other key, raw (the last of duplicates, as
+/// in `Value`).
+#[derive(Default)]
+struct Top<'a> {
+    order: Option<std::ops::Range<usize>>,
+    tracking: Option<std::ops::Range<usize>>,
+    others: BTreeMap<Cow<'a, str>, &'a RawValue>,
+}
+
+struct TopVisitor<'e, 'a> {
+    elements: &'e mut json::Elements<'a>,
+    top: &'e mut Top<'a>,
+}
+
+impl<'de> Visitor<'de> for TopVisitor<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let slot = match key.as_ref() {
+                "order" => &mut self.top.order,
+                "tracking" => &mut self.top.tracking,
+                _ => {
+                    let value = map.next_value::<&'de RawValue>()?;
+                    self.top.others.insert(key, value);
+                    continue;
+                }
+            };
+            if slot.is_some() {
+                return Err(serde::de::Error::custom("duplicate batch key"));
+            }
+            let start = self.elements.items.len();
+            map.next_value_seed(self.elements.seed().nullable())?;
+            *slot = Some(start..self.elements.items.len());
+        }
+        Ok(())
+    }
+}
+
+/// The other top-level keys as `data.batch_context`, or `None` when they take more than
+/// [`MAX_BATCH_CONTEXT`] bytes as JSON. Raw text many times that size is not parsed at all.
+fn batch_context(others: &BTreeMap<Cow<'_, str>, &RawValue>) -> Option<Map<String, Value>> {
+    let raw_len: usize = others.iter().map(|(k, v)| k.len() + v.get().len()).sum();
+    if raw_len > RAW_CONTEXT_LIMIT {
+        return None;
+    }
+    let mut context = Map::new();
+    for (k, v) in others {
+        context.insert(k.to_string(), serde_json::from_str(v.get()).ok()?);
+    }
+    if json_len(&context) > MAX_BATCH_CONTEXT {
+        return None;
+    }
+    let mut extra = Map::new();
+    extra.insert(BATCH_CONTEXT.into(), Value::Object(context));
+    Some(extra)
+}
+
+/// Raw bytes of other top-level keys past which they are not even parsed: only whitespace or
+/// escapes could shrink that much text to [`MAX_BATCH_CONTEXT`].
+const RAW_CONTEXT_LIMIT: usize = 64 * MAX_BATCH_CONTEXT;
 
 /// The `data` key under which a batch's other top-level keys are kept.
 pub const BATCH_CONTEXT: &str = "batch_context";
@@ -212,8 +290,8 @@ fn json_len(map: &Map<String, Value>) -> usize {
     serde_json::to_vec(map).map_or(usize::MAX, |v| v.len())
 }
 
-fn handshake(inbound: &Inbound<'_>, key_id: &Value) -> Result<Parsed, ParseError> {
-    let Value::String(given) = key_id else {
+fn handshake(inbound: &Inbound<'_>, key_id: &RawValue) -> Result<Parsed, ParseError> {
+    let Ok(given) = serde_json::from_str::<String>(key_id.get()) else {
         return Err(ParseError::HandshakeRefused);
     };
     let endpoint = inbound.options;

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use crate::auth::AuthConfig;
 
 mod event;
+pub mod json;
 pub mod samples;
 
 pub use self::event::{

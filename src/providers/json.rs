@@ -1,0 +1,426 @@
+//! JSON without a tree: a body is checked the way `serde_json::Value` would parse it, and batch
+//! arrays are cut into borrowed raw elements, counted while deserializing.
+//!
+//! A `Value` of a 1 MiB body of small elements takes many times the body's size (every number,
+//! string and container is a 32-byte `Value` plus its own allocation), so batches are never
+//! parsed whole: [`validate`] walks the body once building nothing, and [`counted_array`] keeps
+//! each element as a `&RawValue` (a slice of the body), stopping at the first element past the
+//! limit. Each element is then parsed on its own by the provider.
+//!
+//! `RawValue` alone is not enough: serde_json skips a raw value's content without its recursion
+//! limit (128 levels) or its number-range check, so a body `Value` refuses (`[[[…]]]` 100,000
+//! deep, `1e999999`) would pass as raw elements and reach consumers. [`validate`] goes through
+//! `deserialize_any` like `Value` does, so it accepts exactly what `Value` accepts.
+
+use std::cell::Cell;
+use std::fmt;
+
+use serde::Deserializer;
+use serde::de::{self, Deserialize, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::ParseError;
+
+/// The key serde_json's `Value` reads as "the string value is JSON text" when it is an object's
+/// first key (its `raw_value` feature); [`validate`] follows it so that it agrees with `Value`.
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+/// `body` as text, if `serde_json::from_slice::<Value>(body)` would succeed — same recursion
+/// limit, number range, UTF-8 and escape checks — without building anything (the recursion is
+/// on the stack, at most 128 levels).
+pub fn validate(body: &[u8]) -> Result<&str, ParseError> {
+    serde_json::from_slice::<Checked>(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    // Valid JSON is UTF-8 (from_slice checks every string); this cannot fail after the above.
+    std::str::from_utf8(body).map_err(|e| ParseError::NotJson(e.to_string()))
+}
+
+/// The whole (validated) text as one raw value, for a body published as it came.
+pub fn boxed(text: &str) -> Result<Box<RawValue>, ParseError> {
+    serde_json::from_str(text).map_err(|e| ParseError::NotJson(e.to_string()))
+}
+
+/// Checked JSON, kept as nothing.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckVisitor)
+    }
+}
+
+struct CheckVisitor;
+
+impl<'de> Visitor<'de> for CheckVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_none<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Checked, D::Error> {
+        Checked::deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        let mut first = true;
+        while let Some(key) = map.next_key::<Key>()? {
+            if first && key.0 {
+                // `Value` parses this entry's string as JSON and returns it instead of a map.
+                let text: std::borrow::Cow<'de, str> = map.next_value()?;
+                let inner: Result<Checked, _> = serde_json::from_str(&text);
+                inner.map_err(de::Error::custom)?;
+                // Like `Value`, the rest is left to the caller, which expects the closing `}`.
+                return Ok(Checked);
+            }
+            first = false;
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked)
+    }
+}
+
+/// A map key, checked; whether it is [`RAW_VALUE_TOKEN`].
+struct Key(bool);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key, E> {
+                Ok(Key(s == RAW_VALUE_TOKEN))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Why [`counted_array`] stopped short.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ArrayError {
+    /// Not an array (nor `null`, where allowed): the caller publishes the body as unrecognized.
+    Shape,
+    /// More elements than the limit, counted with those already taken: refuse the request.
+    TooMany(usize),
+}
+
+/// Elements of JSON arrays taken from one body, counted together against `limit`: an array that
+/// would pass it stops at the first element over, before anything of that element is kept.
+pub struct Elements<'a> {
+    pub items: Vec<&'a RawValue>,
+    limit: usize,
+    over: Cell<bool>,
+}
+
+impl<'a> Elements<'a> {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            items: Vec::new(),
+            limit,
+            over: Cell::new(false),
+        }
+    }
+
+    /// Append the elements of the array `text` (already [`validate`]d JSON).
+    pub fn take(&mut self, text: &'a str) -> Result<(), ArrayError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        self.seed().deserialize(&mut de).map_err(|_| self.error())
+    }
+
+    /// A seed deserializing one array (or, with [`ElementsSeed::nullable`], `null`) into these
+    /// elements, for use inside a visitor of the enclosing object.
+    pub fn seed(&mut self) -> ElementsSeed<'_, 'a> {
+        ElementsSeed {
+            elements: self,
+            nullable: false,
+        }
+    }
+
+    /// What a failed deserialization with [`Elements::seed`] meant.
+    pub fn error(&self) -> ArrayError {
+        if self.over.get() {
+            ArrayError::TooMany(self.items.len() + 1)
+        } else {
+            ArrayError::Shape
+        }
+    }
+}
+
+/// See [`Elements::seed`].
+pub struct ElementsSeed<'e, 'a> {
+    elements: &'e mut Elements<'a>,
+    nullable: bool,
+}
+
+impl ElementsSeed<'_, '_> {
+    /// Accept `null` as no elements.
+    pub fn nullable(mut self) -> Self {
+        self.nullable = true;
+        self
+    }
+}
+
+impl<'de, 'e> DeserializeSeed<'de> for ElementsSeed<'e, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        if self.nullable {
+            deserializer.deserialize_option(self)
+        } else {
+            deserializer.deserialize_seq(self)
+        }
+    }
+}
+
+impl<'de, 'e> Visitor<'de> for ElementsSeed<'e, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array")
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(ElementsSeed {
+            elements: self.elements,
+            nullable: false,
+        })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let elements = self.elements;
+        loop {
+            if elements.items.len() == elements.limit {
+                // One more would pass the limit: look whether there is one, without keeping it.
+                if seq.next_element::<IgnoredAny>()?.is_some() {
+                    elements.over.set(true);
+                    return Err(de::Error::custom("too many elements"));
+                }
+                return Ok(());
+            }
+            match seq.next_element::<&'de RawValue>()? {
+                Some(element) => elements.items.push(element),
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+/// The raw text at `pointer` (RFC 6901) inside the JSON text `text`, borrowed from it. Each
+/// level is read as a map or array of raw values; nothing is copied.
+pub fn raw_at<'a>(text: &'a str, pointer: &str) -> Option<&'a RawValue> {
+    let whole: &'a RawValue = serde_json::from_str(text).ok()?;
+    if pointer.is_empty() {
+        return Some(whole);
+    }
+    let rest = pointer.strip_prefix('/')?;
+    let mut current = whole;
+    for token in rest.split('/') {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        let text: &'a str = current.get();
+        current = match text.as_bytes().first() {
+            Some(b'{') => {
+                // Duplicate keys: the last wins, as in `Value`.
+                let map: Vec<(std::borrow::Cow<'a, str>, &'a RawValue)> =
+                    serde_json::from_str::<RawEntries<'a>>(text).ok()?.0;
+                map.into_iter().rev().find(|(k, _)| *k == token)?.1
+            }
+            Some(b'[') => {
+                if token.starts_with('+') || (token.starts_with('0') && token.len() > 1) {
+                    return None;
+                }
+                let index: usize = token.parse().ok()?;
+                nth_element(text, index)?
+            }
+            _ => return None,
+        };
+    }
+    Some(current)
+}
+
+/// The string or number at `pointer` in the JSON text `text` (like [`super::str_at`] on its
+/// `Value`), without parsing anything but the path to it and the scalar itself.
+pub fn scalar_at(text: &str, pointer: &str) -> Option<String> {
+    let raw = raw_at(text, pointer)?.get();
+    match raw.as_bytes().first()? {
+        b'"' => serde_json::from_str::<String>(raw).ok(),
+        b'-' | b'0'..=b'9' => serde_json::from_str::<serde_json::Number>(raw)
+            .ok()
+            .map(|n| n.to_string()),
+        _ => None,
+    }
+}
+
+/// An object's entries in order, values kept raw.
+struct RawEntries<'a>(Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for RawEntries<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawEntries<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    entries.push((key, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(RawEntries(entries))
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+/// The `index`th element of the JSON array `text`, skipping the ones before it.
+fn nth_element(text: &str, index: usize) -> Option<&RawValue> {
+    struct Nth(usize);
+    impl<'de> Visitor<'de> for Nth {
+        type Value = Option<&'de RawValue>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            for _ in 0..self.0 {
+                if seq.next_element::<IgnoredAny>()?.is_none() {
+                    return Ok(None);
+                }
+            }
+            let found = seq.next_element::<&'de RawValue>()?;
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(found)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_seq(Nth(index)).ok().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// `validate` accepts exactly what `Value` accepts.
+    #[test]
+    fn validate_agrees_with_value() {
+        let deep = |n| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let cases: Vec<Vec<u8>> = vec![
+            b"{}".to_vec(),
+            b" [1, 2.5, -3, 1e308, \"a\\u00e9\", true, null, {\"a\":{}}] ".to_vec(),
+            b"1e999".to_vec(),
+            b"-1e400".to_vec(),
+            b"18446744073709551616".to_vec(),
+            b"[1,]".to_vec(),
+            b"{\"a\":1,}".to_vec(),
+            b"\"\\ud800\"".to_vec(),
+            b"\"\\ud800\\udc00\"".to_vec(),
+            b"\"\xff\"".to_vec(),
+            b"{} x".to_vec(),
+            b"".to_vec(),
+            deep(127).into_bytes(),
+            deep(128).into_bytes(),
+            deep(129).into_bytes(),
+            deep(100_000).into_bytes(),
+            format!("{}1{}", "{\"a\":".repeat(128), "}".repeat(128)).into_bytes(),
+            format!("{}1{}", "{\"a\":".repeat(129), "}".repeat(129)).into_bytes(),
+            br#"{"$serde_json::private::RawValue":"[1,2]"}"#.to_vec(),
+            br#"{"$serde_json::private::RawValue":"[1,2"}"#.to_vec(),
+            br#"{"$serde_json::private::RawValue":"1e999"}"#.to_vec(),
+            br#"{"$serde_json::private::RawValue":1}"#.to_vec(),
+            br#"{"a":1,"$serde_json::private::RawValue":"[1,2"}"#.to_vec(),
+            br#"{"$serde_json::private::RawValue":"1","b":2}"#.to_vec(),
+        ];
+        for body in cases {
+            let value = serde_json::from_slice::<Value>(&body).is_ok();
+            assert_eq!(
+                validate(&body).is_ok(),
+                value,
+                "{}",
+                String::from_utf8_lossy(&body[..body.len().min(80)])
+            );
+        }
+    }
+
+    #[test]
+    fn elements_are_counted_across_arrays_and_stop_past_the_limit() {
+        let mut e = Elements::new(3);
+        assert_eq!(e.take("[1, {\"a\" : 2}]"), Ok(()));
+        assert_eq!(e.items[1].get(), "{\"a\" : 2}");
+        assert_eq!(e.take("[3]"), Ok(()));
+        assert_eq!(e.take("[4]"), Err(ArrayError::TooMany(4)));
+        assert_eq!(
+            e.items.len(),
+            3,
+            "nothing of the element over the limit is kept"
+        );
+        let mut e = Elements::new(3);
+        assert_eq!(e.take("{}"), Err(ArrayError::Shape));
+        assert_eq!(e.take("null"), Err(ArrayError::Shape));
+        assert_eq!(e.take("[1,2,3]"), Ok(()));
+    }
+
+    #[test]
+    fn raw_at_borrows_and_agrees_with_value_pointer() {
+        let text = r#"{"a/b":{"c~d":[ 1 , {"x" : true} ]},"k":1,"k":"last","n":-1.5e3}"#;
+        let value: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            raw_at(text, "/a~1b/c~0d/1").unwrap().get(),
+            r#"{"x" : true}"#
+        );
+        assert_eq!(raw_at(text, "/a~1b/c~0d/0").unwrap().get(), "1");
+        for pointer in [
+            "",
+            "/k",
+            "/n",
+            "/a~1b/c~0d/01",
+            "/a~1b/c~0d/+1",
+            "/a~1b/c~0d/2",
+            "/nope",
+            "nope",
+        ] {
+            assert_eq!(
+                scalar_at(text, pointer),
+                crate::providers::str_at(&value, pointer),
+                "{pointer}"
+            );
+        }
+    }
+}
