@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use lapin::auth::AuthProvider;
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
-use lapin::{Connect, Connection, ConnectionProperties, ErrorKind};
+use lapin::{Connect, Connection, ConnectionProperties, ConnectionState, ErrorKind};
 
 use super::link::with_heartbeat;
 use crate::config::{AmqpConfig, AuthMechanism, TlsFileError};
@@ -39,6 +39,15 @@ pub enum ConnectError {
         "TLS handshake refused by the broker (client certificate not accepted or missing?): {0}"
     )]
     Refused(lapin::Error),
+    /// The broker reset or closed an `amqps://` connection before the AMQP handshake finished.
+    /// Under TLS 1.3 the client finishes its side of the TLS handshake before the broker has
+    /// checked the client certificate, so a broker that refuses it often shows as this reset
+    /// rather than as an alert, depending on which reaches the client first.
+    #[error(
+        "TLS handshake refused by the broker (the connection was closed during set-up; client \
+         certificate not accepted or missing? see amqp.tls_cert_file): {0}"
+    )]
+    ClosedDuringSetup(lapin::Error),
     #[error("{0}")]
     Amqp(#[from] lapin::Error),
 }
@@ -63,6 +72,21 @@ fn rustls_error(e: &lapin::Error) -> Option<&rustls::Error> {
     }
 }
 
+/// The connection was reset or closed under the client (not a timeout, not a refusal to connect).
+fn closed_under_us(e: &lapin::Error) -> bool {
+    use std::io::ErrorKind as Io;
+    match e.kind() {
+        ErrorKind::IOError(io) => matches!(
+            io.kind(),
+            Io::ConnectionReset | Io::ConnectionAborted | Io::UnexpectedEof | Io::BrokenPipe
+        ),
+        ErrorKind::InvalidConnectionState(state) => {
+            matches!(state, ConnectionState::Closed | ConnectionState::Error)
+        }
+        _ => false,
+    }
+}
+
 /// Connect to `url` (heartbeat added when it sets none) with the TLS files as they are now and
 /// the configured login. `name` is the connection name the broker shows.
 pub async fn open(cfg: &AmqpConfig, url: &str, name: &str) -> Result<Connection, ConnectError> {
@@ -77,6 +101,7 @@ pub async fn open(cfg: &AmqpConfig, url: &str, name: &str) -> Result<Connection,
     if cfg.auth_mechanism == AuthMechanism::External {
         props = props.with_auth_provider(External);
     }
+    let amqps = url.starts_with("amqps://");
     let runtime = lapin::runtime::default_runtime()?;
     with_heartbeat(url)
         .as_str()
@@ -88,6 +113,7 @@ pub async fn open(cfg: &AmqpConfig, url: &str, name: &str) -> Result<Connection,
                 source: e,
             },
             Some(rustls::Error::AlertReceived(_)) => ConnectError::Refused(e),
+            _ if amqps && closed_under_us(&e) => ConnectError::ClosedDuringSetup(e),
             _ => ConnectError::Amqp(e),
         })
 }
