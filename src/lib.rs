@@ -5,10 +5,11 @@
 // Foundations: no imports from the crate.
 pub mod logging;
 pub mod message;
-pub mod metrics;
 pub mod secret;
 pub mod shutdown;
 pub mod units;
+// Metrics (uses `logging` only).
+pub mod metrics;
 // Request authentication, then the providers (which name their default schemes).
 pub mod auth;
 pub mod providers;

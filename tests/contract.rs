@@ -880,3 +880,50 @@ async fn every_published_message_validates_against_its_channel_schema() {
             .join(", ")
     );
 }
+
+/// `schemas/v1` is published: consumers validate against it, so it only changes compatibly
+/// (schemas/README.md, "Versions"). Its files are pinned by `schemas/v1.sha256`; a change to one
+/// fails here until the pin is updated, on purpose, by someone who checked that the change is
+/// compatible — or who put it in `schemas/v2` instead.
+#[test]
+fn published_schema_version_changes_only_on_purpose() {
+    fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read schemas") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                files(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let root = repo().join("schemas");
+    let mut found = Vec::new();
+    files(&root.join("v1"), &mut found);
+    let actual: BTreeMap<String, String> = found
+        .iter()
+        .map(|path| {
+            let rel = path.strip_prefix(&root).expect("under schemas/");
+            let bytes = std::fs::read(path).expect("read schema");
+            (
+                rel.to_string_lossy().into_owned(),
+                webhook_bridge::providers::hash_hex(&bytes),
+            )
+        })
+        .collect();
+    let pinned: BTreeMap<String, String> =
+        std::fs::read_to_string(root.join("v1.sha256"))
+            .expect("schemas/v1.sha256")
+            .lines()
+            .filter_map(|l| {
+                let (hash, path) = l.split_once("  ")?;
+                Some((path.to_string(), hash.to_string()))
+            })
+            .collect();
+    assert_eq!(
+        actual, pinned,
+        "schemas/v1 differs from schemas/v1.sha256: a published version changes only \
+         compatibly (schemas/README.md); a breaking change goes into schemas/v2. Once checked, \
+         update the pin: cd schemas && find v1 -type f -name '*.json' | sort | xargs sha256sum > v1.sha256"
+    );
+}

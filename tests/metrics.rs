@@ -296,7 +296,8 @@ async fn every_spec_metric_is_exported_with_its_label_set() {
         assert!(les.contains(le), "le={le} missing: {les:?}");
     }
 
-    // README's Metrics table names exactly the exported families, with their labels.
+    // docs/contract.md's metrics table (§7.2) names exactly the exported families, with their
+    // labels.
     let exported: BTreeMap<String, BTreeSet<String>> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
@@ -315,25 +316,26 @@ async fn every_spec_metric_is_exported_with_its_label_set() {
         })
         .collect();
     assert_eq!(
-        readme_metrics(),
+        contract_metrics(),
         exported,
-        "README's Metrics table vs /metrics"
+        "docs/contract.md §7.2 vs /metrics"
     );
     bridge.cleanup().await;
 }
 
-/// The Metrics table of README.md: family name (several per row allowed) → label names.
-fn readme_metrics() -> BTreeMap<String, BTreeSet<String>> {
-    let readme = include_str!("../README.md");
-    let section = readme
-        .split("\n## Metrics\n")
+/// The metrics table of docs/contract.md (§7.2): family name (several per row allowed) → label
+/// names (`—` for none).
+fn contract_metrics() -> BTreeMap<String, BTreeSet<String>> {
+    let contract = include_str!("../docs/contract.md");
+    let section = contract
+        .split("\n### 7.2 Metrics\n")
         .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .expect("README has a Metrics section");
+        .and_then(|rest| rest.split("\n### ").next())
+        .expect("docs/contract.md has a §7.2 Metrics section");
     let names = |cell: &str| -> Vec<String> {
         cell.split(',')
             .map(|n| n.trim().trim_matches('`').to_string())
-            .filter(|n| !n.is_empty())
+            .filter(|n| !n.is_empty() && n != "—")
             .collect()
     };
     section
@@ -341,7 +343,7 @@ fn readme_metrics() -> BTreeMap<String, BTreeSet<String>> {
         .filter(|l| l.starts_with("| `"))
         .flat_map(|row| {
             let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-            let labels: BTreeSet<String> = names(cells[2]).into_iter().collect();
+            let labels: BTreeSet<String> = names(cells[3]).into_iter().collect();
             names(cells[1])
                 .into_iter()
                 .map(move |n| (n, labels.clone()))

@@ -1,6 +1,8 @@
 //! The closed label sets of the bridge's metrics. Each is an enum with `ALL` and `label()`; the
-//! modules that decide an outcome return one of these, and [`super::Metrics::new`] exports every
-//! value at 0 from the start, so `rate()` and alerts work before the first occurrence.
+//! modules that decide an outcome return one of these. [`super::Metrics::new`] exports every value
+//! of the sets that alerts read (`FailureReason`, `ConnectionError`, `Task`) at 0 from the start,
+//! so `rate()` and alerts work before the first occurrence; `RequestOutcome` and `EventOutcome`
+//! series come with their endpoint's first request.
 
 /// Declares a closed label set: the enum, `ALL` in declaration order, and `label()`.
 macro_rules! label_set {

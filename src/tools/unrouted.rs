@@ -20,7 +20,7 @@
 //! the end of the queue are not seen again in the same pass, so it always ends.
 //!
 //! The routing key is the delivered one, except for a message published straight to the queue
-//! (by the bridge parking a message the broker returned, §5.5): its `type` property, which the
+//! (by the bridge parking a message the broker returned, docs/contract.md §5.5): its `type` property, which the
 //! bridge sets to the routing key, else its `cloudEvents_type` header.
 //!
 //! `--dry-run` takes the same messages without acknowledging them, counts them per routing key
