@@ -911,15 +911,14 @@ fn published_schema_version_changes_only_on_purpose() {
             )
         })
         .collect();
-    let pinned: BTreeMap<String, String> =
-        std::fs::read_to_string(root.join("v1.sha256"))
-            .expect("schemas/v1.sha256")
-            .lines()
-            .filter_map(|l| {
-                let (hash, path) = l.split_once("  ")?;
-                Some((path.to_string(), hash.to_string()))
-            })
-            .collect();
+    let pinned: BTreeMap<String, String> = std::fs::read_to_string(root.join("v1.sha256"))
+        .expect("schemas/v1.sha256")
+        .lines()
+        .filter_map(|l| {
+            let (hash, path) = l.split_once("  ")?;
+            Some((path.to_string(), hash.to_string()))
+        })
+        .collect();
     assert_eq!(
         actual, pinned,
         "schemas/v1 differs from schemas/v1.sha256: a published version changes only \

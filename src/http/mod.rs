@@ -22,7 +22,7 @@ mod listener;
 mod request;
 mod router;
 
-pub use self::admin::serve_admin;
+pub use self::admin::{ADMIN_MAX_CONNECTIONS, serve_admin};
 pub use self::guard::{GuardError, guarded};
 pub use self::listener::serve_providers;
 pub use self::request::{Prepared, handle, offline};
