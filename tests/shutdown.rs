@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::load::{self, metric};
-use common::proxy::{Mode, Proxy};
+use common::proxy::{CutOff, Mode, Proxy};
 use common::*;
 
 fn sigterm(bridge: &Bridge) {
@@ -95,12 +95,12 @@ async fn sigterm_mid_load_exits_0_and_every_acked_event_arrives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_with_broker_down_exits_0_and_keeps_the_spool_for_the_next_start() {
-    broker_available().await;
-    let proxy = Proxy::start("127.0.0.1:5672", Mode::Cut).await;
-    let opts = || proxy.bridge_options();
-    let mut bridge = Bridge::start_with(opts()).await;
-    load::declare_exchange(&bridge.exchange).await;
-    let mut consumer = bridge.consumer("wegocod.#").await;
+    let CutOff {
+        proxy,
+        opts,
+        mut bridge,
+        mut consumer,
+    } = CutOff::start().await;
     let report = load::run(
         &bridge,
         "termspool",
@@ -118,7 +118,7 @@ async fn sigterm_with_broker_down_exits_0_and_keeps_the_spool_for_the_next_start
     consumer.expect_none(Duration::from_millis(300)).await;
 
     proxy.restore();
-    bridge.restart(&opts()).await;
+    bridge.restart(&opts).await;
     let acked = report.acknowledged();
     let (seen, _) = load::collect(&mut consumer, &acked, Duration::from_secs(20)).await;
     assert!(

@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use common::load::{self, metric, wait_metric};
-use common::proxy::{Mode, Proxy};
+use common::proxy::CutOff;
 use common::*;
 
 fn segments(bridge: &Bridge) -> Vec<std::path::PathBuf> {
@@ -25,12 +25,12 @@ fn segments(bridge: &Bridge) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn spooled_events_survive_sigkill_and_torn_tail_and_drain_in_order() {
-    broker_available().await;
-    let proxy = Proxy::start("127.0.0.1:5672", Mode::Cut).await;
-    let opts = proxy.bridge_options();
-    let mut bridge = Bridge::start_with(proxy.bridge_options()).await;
-    load::declare_exchange(&bridge.exchange).await;
-    let mut consumer = bridge.consumer("wegocod.#").await;
+    let CutOff {
+        proxy,
+        opts,
+        mut bridge,
+        mut consumer,
+    } = CutOff::start().await;
 
     // Sequential, so the spool order is the send order.
     let n = 300;
@@ -120,12 +120,12 @@ async fn spooled_events_survive_sigkill_and_torn_tail_and_drain_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_during_drain_loses_nothing() {
-    broker_available().await;
-    let proxy = Proxy::start("127.0.0.1:5672", Mode::Cut).await;
-    let opts = proxy.bridge_options();
-    let mut bridge = Bridge::start_with(proxy.bridge_options()).await;
-    load::declare_exchange(&bridge.exchange).await;
-    let mut consumer = bridge.consumer("wegocod.#").await;
+    let CutOff {
+        proxy,
+        opts,
+        mut bridge,
+        mut consumer,
+    } = CutOff::start().await;
 
     let n = 2000;
     let report = load::run(

@@ -7,18 +7,19 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::load::{self, metric, wait_metric};
-use common::proxy::{Mode, Proxy};
+use common::proxy::CutOff;
 use common::*;
 
 const AGE: &str = "webhook_bridge_spool_oldest_event_age_seconds";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oldest_spooled_event_age_grows_while_cut_off_and_is_zero_once_drained() {
-    broker_available().await;
-    let proxy = Proxy::start("127.0.0.1:5672", Mode::Cut).await;
-    let bridge = Bridge::start_with(proxy.bridge_options()).await;
-    load::declare_exchange(&bridge.exchange).await;
-    let mut consumer = bridge.consumer("wegocod.#").await;
+    let CutOff {
+        proxy,
+        bridge,
+        mut consumer,
+        ..
+    } = CutOff::start().await;
     assert_eq!(metric(&bridge.metrics().await, AGE), Some(0.0), "empty");
 
     let first_sent = Instant::now();

@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use common::load::{self, metric, wait_metric, wegocod_body};
-use common::proxy::{Mode, Proxy};
+use common::proxy::{CutOff, Mode, Proxy};
 use common::*;
 use webhook_bridge::spool::record;
 
@@ -91,12 +91,12 @@ async fn collect_message_ids(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_zeroed_block_mid_segment_loses_that_record_only_and_the_segment_is_kept() {
-    broker_available().await;
-    let proxy = Proxy::start("127.0.0.1:5672", Mode::Cut).await;
-    let opts = proxy.bridge_options();
-    let mut bridge = Bridge::start_with(proxy.bridge_options()).await;
-    load::declare_exchange(&bridge.exchange).await;
-    let mut consumer = bridge.consumer("wegocod.#").await;
+    let CutOff {
+        proxy,
+        opts,
+        mut bridge,
+        mut consumer,
+    } = CutOff::start().await;
     let n = 1000;
     let acked = spool_events(&bridge, "zero", n).await;
 
@@ -171,12 +171,12 @@ async fn a_zeroed_block_mid_segment_loses_that_record_only_and_the_segment_is_ke
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cursor_pointing_into_a_damaged_region_skips_no_pending_record() {
-    broker_available().await;
-    let proxy = Proxy::start("127.0.0.1:5672", Mode::Cut).await;
-    let opts = proxy.bridge_options();
-    let mut bridge = Bridge::start_with(proxy.bridge_options()).await;
-    load::declare_exchange(&bridge.exchange).await;
-    let mut consumer = bridge.consumer("wegocod.#").await;
+    let CutOff {
+        proxy,
+        opts,
+        mut bridge,
+        mut consumer,
+    } = CutOff::start().await;
     spool_events(&bridge, "cur", 1000).await;
     bridge.child.kill().unwrap();
     bridge.child.wait().unwrap();
@@ -235,12 +235,12 @@ async fn a_cursor_pointing_into_a_damaged_region_skips_no_pending_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn new_segment_ids_never_reach_the_one_a_stale_cursor_names() {
-    broker_available().await;
-    let proxy = Proxy::start("127.0.0.1:5672", Mode::Cut).await;
-    let opts = proxy.bridge_options();
-    let mut bridge = Bridge::start_with(proxy.bridge_options()).await;
-    load::declare_exchange(&bridge.exchange).await;
-    let mut consumer = bridge.consumer("wegocod.#").await;
+    let CutOff {
+        proxy,
+        opts,
+        mut bridge,
+        mut consumer,
+    } = CutOff::start().await;
     bridge.child.kill().unwrap();
     bridge.child.wait().unwrap();
     // A cursor left by an earlier life of the spool, naming segment 3, and no segment at all.
@@ -339,13 +339,12 @@ async fn write_errors_make_readyz_false_until_a_write_succeeds_and_churn_no_segm
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn appends_over_the_writer_queue_budget_are_refused_at_once() {
-    broker_available().await;
-    let proxy = Proxy::start("127.0.0.1:5672", Mode::Cut).await;
-    let mut opts = proxy.bridge_options();
-    opts.tables = "queue_max_bytes = \"4KiB\"\n".into();
-    let bridge = Bridge::start_with(opts).await;
-    load::declare_exchange(&bridge.exchange).await;
-    let mut consumer = bridge.consumer("wegocod.#").await;
+    let CutOff {
+        proxy,
+        bridge,
+        mut consumer,
+        ..
+    } = CutOff::start_with(|o| o.tables = "queue_max_bytes = \"4KiB\"\n".into()).await;
     let n = 600;
     let report = load::run(
         &bridge,
@@ -573,12 +572,12 @@ fn reset_spool_dir(bridge: &mut Bridge) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_spool_of_the_previous_format_is_drained_and_upgraded() {
-    broker_available().await;
-    let proxy = Proxy::start("127.0.0.1:5672", Mode::Cut).await;
-    let opts = proxy.bridge_options();
-    let mut bridge = Bridge::start_with(proxy.bridge_options()).await;
-    load::declare_exchange(&bridge.exchange).await;
-    let mut consumer = bridge.consumer("wegocod.#").await;
+    let CutOff {
+        proxy,
+        opts,
+        mut bridge,
+        mut consumer,
+    } = CutOff::start().await;
     reset_spool_dir(&mut bridge);
 
     // Two format-1 segments of 100 records each; a 64-byte block of the second is zeroed.
@@ -699,17 +698,12 @@ fn names(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_spool_drained_at_exit_is_left_empty_and_one_that_is_not_keeps_its_format() {
-    broker_available().await;
-    let proxy = Proxy::start("127.0.0.1:5672", Mode::Cut).await;
-    let mut opts = proxy.bridge_options();
-    opts.tables = "shutdown_drain = \"1s\"\n".into();
-    let mut bridge = Bridge::start_with(BridgeOptions {
-        tables: opts.tables.clone(),
-        ..proxy.bridge_options()
-    })
-    .await;
-    load::declare_exchange(&bridge.exchange).await;
-    let mut consumer = bridge.consumer("wegocod.#").await;
+    let CutOff {
+        proxy,
+        opts,
+        mut bridge,
+        mut consumer,
+    } = CutOff::start_with(|o| o.tables = "shutdown_drain = \"1s\"\n".into()).await;
     let acked = spool_events(&bridge, "exit", 50).await;
     let dir = spool_dir(&bridge);
 

@@ -66,6 +66,7 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// Settings of one bridge process.
+#[derive(Clone)]
 pub struct BridgeOptions {
     /// TOML put before `[amqp]` (top-level keys such as `ack_deadline`).
     pub top: String,
