@@ -1,16 +1,6 @@
-//! Any body to any endpoint: the first byte picks the endpoint, the next line is an `x-event`
-//! header, the rest is the body.
+//! The `parse_any` target: see `src/targets/parse_any.rs`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use webhook_bridge_fuzz::{check, config, split_headers};
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&pick, rest)) = data.split_first() else {
-        return;
-    };
-    let eps = &config().endpoints;
-    let ep = &eps[pick as usize % eps.len()];
-    let (headers, body) = split_headers(rest, &["x-event"]);
-    check(ep, &headers, body);
-});
+fuzz_target!(|data: &[u8]| webhook_bridge_fuzz::targets::parse_any::run(data));

@@ -1,16 +1,6 @@
-//! Bodies for every generic endpoint variant of the fuzz config: the first byte picks the variant,
-//! the next line is an `x-event` header, the rest is the body.
+//! The `parse_generic` target: see `src/targets/parse_generic.rs`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use webhook_bridge_fuzz::{check, endpoints, split_headers};
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&pick, rest)) = data.split_first() else {
-        return;
-    };
-    let eps = endpoints("generic");
-    let ep = eps[pick as usize % eps.len()];
-    let (headers, body) = split_headers(rest, &["x-event"]);
-    check(ep, &headers, body);
-});
+fuzz_target!(|data: &[u8]| webhook_bridge_fuzz::targets::parse_generic::run(data));

@@ -1,16 +1,6 @@
-//! Bodies for every mailship endpoint variant of the fuzz config: the first byte picks the variant,
-//! the next line is an `x-event` header, the rest is the body.
+//! The `parse_mailship` target: see `src/targets/parse_mailship.rs`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use webhook_bridge_fuzz::{check, endpoints, split_headers};
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&pick, rest)) = data.split_first() else {
-        return;
-    };
-    let eps = endpoints("mailship");
-    let ep = eps[pick as usize % eps.len()];
-    let (headers, body) = split_headers(rest, &["x-event"]);
-    check(ep, &headers, body);
-});
+fuzz_target!(|data: &[u8]| webhook_bridge_fuzz::targets::parse_mailship::run(data));

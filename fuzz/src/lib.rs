@@ -9,6 +9,11 @@ use webhook_bridge::config::{Config, EndpointConfig};
 use webhook_bridge::envelope;
 use webhook_bridge::providers::{self, Inbound, ParseError, Parsed};
 
+pub mod targets;
+
+#[cfg(test)]
+mod smoke;
+
 /// The standard endpoints, one per provider (shared with the tests and the benchmark).
 #[allow(dead_code)]
 mod fixtures {
@@ -140,10 +145,7 @@ split_pointer = "/0/items"
 pub fn config() -> &'static Config {
     static CONFIG_CELL: OnceLock<Config> = OnceLock::new();
     CONFIG_CELL.get_or_init(|| {
-        let text = format!(
-            "{BROKER}{}{VARIANTS}",
-            fixtures::standard_endpoints_toml()
-        );
+        let text = format!("{BROKER}{}{VARIANTS}", fixtures::standard_endpoints_toml());
         Config::from_toml(&text).expect("fuzz config is valid")
     })
 }
