@@ -488,7 +488,14 @@ urls = ["amqp://guest:guest@127.0.0.1:5672/%2f"]
             e.contains("endpoint[0].api_secret") && e.contains("WB_TEST_SURELY_UNSET_API"),
             "{e}"
         );
-        // Another provider's key on an endpoint is accepted and ignored, as it always was.
+        // Another provider's key on an endpoint is checked and ignored, as it always was.
+        let e = err(&format!(
+            "{BASE}\n[[endpoint]]\nname='p'\nprovider='peddler'\npath='/p'\nsecret='x'\n[endpoint.generic]\nbogus = 1\n"
+        ));
+        assert!(
+            e.contains("`endpoint[0].generic.bogus`: unknown field"),
+            "{e}"
+        );
         let text = format!(
             "{BASE}\n[[endpoint]]\nname='p'\nprovider='peddler'\npath='/p'\nsecret='x'\nkey_id='k'\n"
         );

@@ -320,23 +320,34 @@ pub(super) fn endpoint_tables<'i>(doc: &DeTable<'i>) -> Vec<Spanned<DeTable<'i>>
 }
 
 /// The endpoint's provider's [`Options`], from the keys of `table` that are the provider's own
-/// (errors carry positions in the file). An unknown provider has none (validation refuses it).
+/// (errors carry positions in the file). Keys of other providers are read by those providers
+/// too and must be just as valid, but are not used. An unknown provider has none (validation
+/// refuses it).
 pub(super) fn provider_options(
     provider: &str,
     table: Spanned<DeTable<'_>>,
 ) -> Result<Options, toml::de::Error> {
-    let Some(provider) = providers::find(provider) else {
-        return Ok(Options::default());
-    };
     let span = table.span();
-    let mut own = DeTable::new();
-    for (key, value) in table.into_inner() {
-        if provider.option_keys.contains(&key.get_ref().as_ref()) {
-            own.insert(key, value);
+    let table = table.into_inner();
+    let mut options = Options::default();
+    for p in providers::ALL {
+        let mut keys = DeTable::new();
+        for (key, value) in &table {
+            if p.option_keys.contains(&key.get_ref().as_ref()) {
+                keys.insert(key.clone(), value.clone());
+            }
+        }
+        let own = p.name == provider;
+        if !own && keys.is_empty() {
+            continue;
+        }
+        let read = (p.options)(ValueDeserializer::from(Spanned::new(
+            span.clone(),
+            DeValue::Table(keys),
+        )))?;
+        if own {
+            options = read;
         }
     }
-    (provider.options)(ValueDeserializer::from(Spanned::new(
-        span,
-        DeValue::Table(own),
-    )))
+    Ok(options)
 }

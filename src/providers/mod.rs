@@ -53,6 +53,10 @@ pub type Header = (&'static str, String);
 /// What a provider says of an endpoint's options: refused, or accepted with warnings.
 pub type Checked = Result<Vec<OptionProblem>, OptionProblem>;
 
+/// A status mapping table of docs/contract.md §5.2: the heading above it, and the function that
+/// maps a provider status as its rows say.
+pub type StatusTable = (&'static str, fn(&str) -> Status);
+
 /// One provider: everything the rest of the bridge needs to know of it.
 pub struct Provider {
     /// `provider = "…"` in the config; the routing-key prefix and metric label (see
@@ -84,7 +88,7 @@ pub struct Provider {
     pub handshake_secret: Option<fn(&Options) -> Option<&Secret>>,
     /// Its status mapping tables in docs/contract.md §5.2: the heading above each table and the
     /// function the rows are checked against (`tests/contract.rs`).
-    pub status_tables: &'static [(&'static str, fn(&str) -> Status)],
+    pub status_tables: &'static [StatusTable],
     /// A routing-key prefix chosen per endpoint (the generic provider's `source`); the endpoint
     /// name when it gives none. `None`: the prefix is [`Provider::name`].
     pub custom_prefix: Option<fn(&Options) -> Option<&str>>,
