@@ -97,6 +97,15 @@ pub fn resolve(raw: &str) -> Result<(Secret, SecretSource), SecretError> {
     Ok((Secret(value), source))
 }
 
+/// Deserialize an optional secret reference (a field with `#[serde(default, deserialize_with =
+/// "secret::de_resolved")]`), resolved at once; errors name the variable or file, never a value.
+pub fn de_resolved<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+    let raw = <String as serde::Deserialize>::deserialize(d)?;
+    resolve(&raw)
+        .map(|(secret, _)| Some(secret))
+        .map_err(serde::de::Error::custom)
+}
+
 /// URL with the password replaced, for logs and `check-config`.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

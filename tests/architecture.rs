@@ -146,3 +146,194 @@ fn the_reference_scanner_sees_paths_and_groups_but_not_comments() {
     let found: Vec<String> = references(text).into_iter().collect();
     assert_eq!(found, ["auth", "metrics", "secret", "units"]);
 }
+
+/// The providers: the files of `src/providers/` that export a `PROVIDER`, by file name.
+fn provider_files(src: &Path) -> Vec<(String, PathBuf)> {
+    let dir = src.join("providers");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("read src/providers") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.contains("pub static PROVIDER: Provider") {
+            let name = path
+                .file_stem()
+                .expect("stem")
+                .to_string_lossy()
+                .into_owned();
+            found.push((name, path));
+        }
+    }
+    found.sort();
+    found
+}
+
+/// `text` without comments and without `#[cfg(test)]` items (test modules, test helpers):
+/// what the crate compiles into the bridge. Strings are kept (a name in a string is a name).
+fn shipped_code(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut in_string = false;
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match c {
+                '\\' => out.extend(chars.next()),
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                let mut last = ' ';
+                for c in chars.by_ref() {
+                    if last == '*' && c == '/' {
+                        break;
+                    }
+                    last = c;
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    // Drop every `#[cfg(test)]` item: up to the `;` or the brace that closes its first block.
+    let mut code = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        code.push_str(&rest[..at]);
+        let item = &rest[at + "#[cfg(test)]".len()..];
+        let mut depth = 0usize;
+        let mut end = item.len();
+        for (i, c) in item.char_indices() {
+            match c {
+                ';' if depth == 0 => {
+                    end = i + 1;
+                    break;
+                }
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &item[end..];
+    }
+    code.push_str(rest);
+    code
+}
+
+/// Files of `src/` compiled for tests only: `#[cfg(test)] mod name;` declares `name.rs`.
+fn test_only_files(files: &[PathBuf]) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).expect("read");
+        let mut lines = text.lines().map(str::trim);
+        while let Some(line) = lines.next() {
+            if line != "#[cfg(test)]" {
+                continue;
+            }
+            let Some(next) = lines.next() else { break };
+            if let Some(name) = next
+                .trim_start_matches("pub ")
+                .strip_prefix("mod ")
+                .and_then(|n| n.strip_suffix(';'))
+            {
+                let dir = if file.ends_with("mod.rs") || file.ends_with("lib.rs") {
+                    file.parent().expect("dir").to_path_buf()
+                } else {
+                    file.with_extension("")
+                };
+                out.insert(dir.join(format!("{name}.rs")));
+            }
+        }
+    }
+    out
+}
+
+/// Where `line` names provider `name`: a brand name anywhere (`generic` is also an English word,
+/// so for it only a path into its module, `generic::`, counts).
+fn names_provider(line: &str, name: &str) -> bool {
+    let lower = line.to_ascii_lowercase();
+    let path = format!("{name}::");
+    let as_path = lower.match_indices(&path).any(|(at, _)| {
+        !lower[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+    });
+    as_path || (name != "generic" && lower.contains(name))
+}
+
+#[test]
+fn code_shared_by_all_providers_names_none_of_them() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let providers = provider_files(&src);
+    assert!(providers.len() >= 6, "providers found: {providers:?}");
+    let own: BTreeSet<&PathBuf> = providers.iter().map(|(_, path)| path).collect();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let tests_only = test_only_files(&files);
+    let mut found = Vec::new();
+    for file in &files {
+        if own.contains(file) || tests_only.contains(file) {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).expect("read");
+        for (i, line) in shipped_code(&text).lines().enumerate() {
+            // The registry's one line per provider is the one place that names them all.
+            if line.trim_start().starts_with("registry!(") {
+                continue;
+            }
+            for (name, _) in &providers {
+                if names_provider(line, name) {
+                    let rel = file.strip_prefix(&src).unwrap_or(file).display();
+                    found.push(format!("src/{rel}:{}: {name}: {}", i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "shared code names a provider (move it into the provider's module, ARCHITECTURE.md \
+         \"Adding a provider\"):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn shipped_code_drops_comments_and_test_items_but_keeps_strings() {
+    let text = "let a = \"x // y\"; // gone\n/* gone */ let b = 1;\n#[cfg(test)]\nmod t { fn f() { g() } }\nlet c = 2;\n#[cfg(test)]\nuse gone;\n";
+    let code = shipped_code(text);
+    assert!(code.contains("\"x // y\""), "{code}");
+    assert!(
+        code.contains("let b = 1") && code.contains("let c = 2"),
+        "{code}"
+    );
+    assert!(!code.contains("gone") && !code.contains("fn f"), "{code}");
+    assert!(names_provider(
+        "use crate::providers::generic::Cfg;",
+        "generic"
+    ));
+    assert!(names_provider("if p == \"Isendu\" {", "isendu"));
+    assert!(!names_provider(
+        "a generic endpoint; my_generic::x",
+        "generic"
+    ));
+}

@@ -23,7 +23,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use serde_json::Value;
 use webhook_bridge::config::{Config, EndpointConfig};
-use webhook_bridge::providers::{Status, isendu, mailship, modexpress, peddler, samples, wegocod};
+use webhook_bridge::providers::{self, Status, samples};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// Every schema's `$id` starts with this; the rest is its path under `schemas/`.
@@ -347,15 +347,12 @@ fn sample_requests() -> Vec<Request> {
 
     samples::all()
         .map(|(provider, s)| {
-            let endpoint = match (provider, s.name) {
-                ("modexpress", _) => "modexpress-main",
-                ("wegocod", _) => "wegocod-ma",
-                ("peddler", _) => "peddler-nl",
-                ("isendu", _) => "isendu-it",
-                ("mailship", _) => "mailship-cz",
-                ("generic", "github_push") => "github-ci",
-                ("generic", "invoice_paid") => "billing",
-                (p, n) => panic!("no endpoint in this test for the sample {p}/{n}: add one"),
+            // A provider's standard endpoint; the generic samples each need their own.
+            let endpoint = match (fixtures::Fixture::of(provider), s.name) {
+                (Some(fixture), _) => fixture.name,
+                (None, "github_push") => "github-ci",
+                (None, "invoice_paid") => "billing",
+                (None, n) => panic!("no endpoint in this test for the sample {provider}/{n}"),
             };
             let mut r = send(endpoint, s.body);
             if s.name == "github_push" {
@@ -370,18 +367,12 @@ fn sample_requests() -> Vec<Request> {
 /// that is not an object, odd statuses, a split generic batch, a generic body without an event.
 fn other_requests() -> Vec<Request> {
     let unknown = br#"{"contract":"a shape no provider module knows"}"#;
-    let mut out: Vec<Request> = [
-        "modexpress-main",
-        "wegocod-ma",
-        "peddler-nl",
-        "isendu-it",
-        "mailship-cz",
-        "github-ci",
-        "billing",
-    ]
-    .into_iter()
-    .map(|e| send(e, unknown))
-    .collect();
+    let mut out: Vec<Request> = fixtures::FIXTURES
+        .iter()
+        .map(|f| f.name)
+        .chain(["github-ci", "billing"])
+        .map(|e| send(e, unknown))
+        .collect();
     out.push(send(
         "isendu-it",
         br#"{"order":[42,{"reference":"SHOP-2"}],"tracking":[{"trackingNumber":"T-1","steps":[{"status":"in giacenza","datetime":"2026-05-09 10:00:00","location":{"city":"Roma"}}]}]}"#,
@@ -520,18 +511,14 @@ fn status_vocabulary_and_mapping_tables_match_the_code() {
         "docs/contract.md vocabulary vs Status"
     );
 
-    type Table = fn(&str) -> Status;
-    // Mailship stock advice statuses are not mapped (`status: null`, checked by the schema of
-    // their channel in the test below): their section has no table.
-    let tables: [(&str, Table); 5] = [
-        ("#### modexpress", modexpress::status),
-        ("#### wegocod", wegocod::status),
-        ("#### peddler", peddler::status),
-        ("#### isendu", isendu::status),
-        ("#### mailship expeditions", mailship::expedition_status),
-    ];
+    // Each provider names its tables (`Provider::status_tables`). Statuses a provider does not
+    // map (Mailship stock advice, generic events: `status: null`, checked by the schema of their
+    // channel in the test below) have no table.
+    let tables = providers::ALL.iter().flat_map(|p| p.status_tables);
     let mut checked = 0;
-    for (heading, map) in tables {
+    let mut headings = 0;
+    for &(heading, map) in tables {
+        headings += 1;
         let rows = table_after(&doc, heading);
         assert!(rows.len() > 1, "{heading}: empty table");
         let mut seen = BTreeSet::new();
@@ -559,6 +546,21 @@ fn status_vocabulary_and_mapping_tables_match_the_code() {
             }
         }
     }
+    // Every `#### ` heading of §5.2 with a table under it is some provider's.
+    let section = doc
+        .split("### 5.2 ")
+        .nth(1)
+        .and_then(|rest| rest.split("\n### ").next())
+        .expect("§5.2");
+    let documented_tables = section
+        .split("\n#### ")
+        .skip(1)
+        .filter(|sub| sub.lines().any(|l| l.trim_start().starts_with('|')))
+        .count();
+    assert_eq!(
+        documented_tables, headings,
+        "docs/contract.md §5.2 has mapping tables no provider's status_tables names"
+    );
     println!(
         "status vocabulary: {} values; mapping rows checked against the code: {checked}",
         vocabulary.len()
@@ -593,17 +595,11 @@ fn asyncapi_channels_cover_every_routing_key_and_no_other() {
         }
     }
     // Every provider the bridge knows is in the config, so every exact channel must be produced.
-    for kind in [
-        "modexpress",
-        "wegocod",
-        "peddler",
-        "isendu",
-        "mailship",
-        "generic",
-    ] {
+    for provider in providers::ALL {
         assert!(
-            cfg.endpoints.iter().any(|e| e.provider.name == kind),
-            "{kind:?} has no endpoint in this test"
+            cfg.endpoints.iter().any(|e| e.provider == *provider),
+            "{} has no endpoint in this test",
+            provider.name
         );
     }
     for c in contract.channels.iter().filter(|c| c.is_exact()) {

@@ -192,9 +192,7 @@ pub fn check(endpoint: &EndpointConfig, headers: &HeaderMap, body: &[u8]) {
     match endpoint.provider.parse(&inbound) {
         Ok(Parsed::Events(events)) => {
             assert!(is_json, "events from a body that is not JSON");
-            let batches = endpoint.provider.name == "isendu"
-                || endpoint.options.generic.split_pointer.is_some();
-            if !batches {
+            if !(endpoint.provider.batches)(&endpoint.options) {
                 assert_eq!(events.len(), 1, "a single-event body must give one event");
             }
             for e in &events {
@@ -217,18 +215,36 @@ pub fn check(endpoint: &EndpointConfig, headers: &HeaderMap, body: &[u8]) {
             }
         }
         Ok(Parsed::Reply(reply)) => {
-            let v: serde_json::Value = serde_json::from_slice(&reply).expect("reply is JSON");
-            let configured = endpoint.options.api_secret.as_ref().map(|s| s.expose());
-            assert_eq!(v["response"].as_str(), configured);
+            assert_reply(endpoint, &reply);
         }
         Err(ParseError::NotJson(_)) => assert!(!is_json, "valid JSON refused as not JSON"),
         Err(ParseError::HandshakeRefused) => {
-            assert_eq!(endpoint.provider.name, "isendu")
+            assert!(
+                endpoint.provider.handshake_secret.is_some(),
+                "{} has no handshake to refuse",
+                endpoint.provider.name
+            )
         }
         Err(ParseError::TooManyEvents(n)) => {
             assert!(n > providers::MAX_EVENTS_PER_REQUEST)
         }
     }
+}
+
+/// A handshake reply comes only from a provider with a handshake, only when its secret is
+/// configured, and is JSON carrying that secret.
+pub fn assert_reply(endpoint: &EndpointConfig, reply: &[u8]) {
+    let handshake_secret = endpoint
+        .provider
+        .handshake_secret
+        .unwrap_or_else(|| panic!("{} replied without a handshake", endpoint.provider.name));
+    let secret = handshake_secret(&endpoint.options).expect("a reply without a secret configured");
+    let v: serde_json::Value = serde_json::from_slice(reply).expect("reply is JSON");
+    assert!(
+        v.as_object()
+            .is_some_and(|o| o.values().any(|f| f.as_str() == Some(secret.expose()))),
+        "the reply carries the configured secret"
+    );
 }
 
 #[cfg(test)]

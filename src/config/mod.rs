@@ -206,7 +206,7 @@ pub struct EndpointConfig {
     pub allow_ips: Vec<IpNet>,
     /// Proxies whose `X-Forwarded-For` is believed when checking `allow_ips`.
     pub trusted_proxies: Vec<IpNet>,
-    /// The provider-specific keys (`key_id`, `api_secret`, `event`, `[endpoint.generic]`).
+    /// What the provider made of its own keys ([`Provider::option_keys`]).
     pub options: Options,
 }
 
@@ -262,10 +262,18 @@ impl Config {
     }
 
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let parse_error = |e: toml::de::Error| ConfigError::Parse {
             path: PathBuf::from("<inline>"),
             message: parse_error::describe(text, &e),
-        })?;
+        };
+        let doc = toml::de::DeTable::parse(text).map_err(parse_error)?;
+        let tables = raw::endpoint_tables(doc.get_ref());
+        let mut raw =
+            raw::RawConfig::deserialize(toml::de::Deserializer::from(doc)).map_err(parse_error)?;
+        // Each provider reads its own keys, now that the endpoint's provider is known.
+        for (ep, table) in raw.endpoints.iter_mut().zip(tables) {
+            ep.options = raw::provider_options(&ep.provider, table).map_err(parse_error)?;
+        }
         validate::validate(raw)
     }
 }
@@ -439,6 +447,77 @@ urls = ["amqp://guest:guest@127.0.0.1:5672/%2f"]
         for w in &cfg.warnings {
             assert!(!w.contains("fake-"), "{w}");
         }
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_position_and_the_known_ones_listed() {
+        let endpoint = "[[endpoint]]\nname='g'\nprovider='generic'\npath='/g'\nsecret='x'\n";
+        let text = format!("{BASE}\n{endpoint}kye_id = 'fake-1'\n");
+        let line = text.lines().position(|l| l.starts_with("kye_id")).unwrap() + 1;
+        let e = err(&text);
+        assert!(
+            e.contains(&format!(
+                "line {line}, column 1: `endpoint[0].kye_id`: unknown field"
+            )),
+            "{e}"
+        );
+        for key in ["`auth`", "`key_id`", "`api_secret`", "`event`", "`generic`"] {
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let text = format!(
+            "{BASE}\n{endpoint}[endpoint.generic]\nevent_pointer = '/e'\nsorce = 'fake-2'\n"
+        );
+        let line = text.lines().position(|l| l.starts_with("sorce")).unwrap() + 1;
+        let e = err(&text);
+        assert!(
+            e.contains(&format!(
+                "line {line}, column 1: `endpoint[0].generic.sorce`: unknown field"
+            )),
+            "{e}"
+        );
+        assert!(!e.contains("fake-"), "{e}");
+    }
+
+    #[test]
+    fn provider_keys_reach_their_provider_and_secrets_in_them_are_resolved() {
+        let text = format!(
+            "{BASE}\n[[endpoint]]\nname='i'\nprovider='isendu'\npath='/i'\nsecret='test-token'\nkey_id='k'\napi_secret='env:WB_TEST_SURELY_UNSET_API'\n"
+        );
+        let e = err(&text);
+        assert!(
+            e.contains("endpoint[0].api_secret") && e.contains("WB_TEST_SURELY_UNSET_API"),
+            "{e}"
+        );
+        // Another provider's key on an endpoint is checked and ignored, as it always was.
+        let e = err(&format!(
+            "{BASE}\n[[endpoint]]\nname='p'\nprovider='peddler'\npath='/p'\nsecret='x'\n[endpoint.generic]\nbogus = 1\n"
+        ));
+        assert!(
+            e.contains("`endpoint[0].generic.bogus`: unknown field"),
+            "{e}"
+        );
+        let text = format!(
+            "{BASE}\n[[endpoint]]\nname='p'\nprovider='peddler'\npath='/p'\nsecret='x'\nkey_id='k'\n"
+        );
+        assert!(
+            format!(
+                "{:?}",
+                Config::from_toml(&text).unwrap().endpoints[0].options
+            ) == "{}"
+        );
+        let text = format!(
+            "{BASE}\n[[endpoint]]\nname='m'\nprovider='mailship'\npath='/m'\nsecret='x'\nevent='stock_advice'\n"
+        );
+        let cfg = Config::from_toml(&text).unwrap();
+        assert_eq!(
+            cfg.endpoints[0].routing_keys(),
+            [
+                "mailship.stock_advice.status_changed",
+                "mailship.unrecognized"
+            ]
+        );
+        let e = err(&text.replace("stock_advice", "nonsense"));
+        assert!(e.contains("endpoint[0].event"), "{e}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use super::raw::{RawAmqp, RawConfig, RawEndpoint, RawLimits};
 use super::{AmqpConfig, AuthMechanism, Config, ConfigError, EndpointConfig, Limits, TlsFiles};
 use crate::auth::{self, AuthConfig};
-use crate::providers::{self, Options};
+use crate::providers;
 use crate::secret::{self, Secret, SecretSource};
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -280,17 +280,9 @@ fn endpoint(
         return Err(invalid(key("auth.header"), "not a valid header name"));
     }
     let (secrets, secret_sources) = secrets(ep.secret.map(|s| s.into_vec()), &auth, key, warnings)?;
-    let options = Options {
-        key_id: ep.key_id,
-        api_secret: match ep.api_secret {
-            Some(raw) => Some(resolve_secret(&raw, &key("api_secret"))?.0),
-            None => None,
-        },
-        event: ep.event,
-        generic: ep.generic.unwrap_or_default(),
-    };
     let allow_ips = parse_nets(&ep.allow_ips, &key("allow_ips"))?;
     let trusted_proxies = parse_nets(&ep.trusted_proxies, &key("trusted_proxies"))?;
+    let options = ep.options;
     match (provider.check)(&options) {
         Ok(found) => warnings.extend(
             found

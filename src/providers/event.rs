@@ -2,25 +2,62 @@
 //! endpoint's [`Options`]), what it makes of it ([`Parsed`], [`Event`] with a canonical
 //! [`Status`]), and small JSON helpers.
 
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
 use http::HeaderMap;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::generic::GenericConfig;
-use crate::secret::Secret;
+/// An endpoint's provider options: the value its provider made of its own keys
+/// ([`super::Provider::options`]), of a type only that provider knows; empty for providers with
+/// none, and in endpoints built without a config (tests). A provider reads its own with
+/// [`Options::get`] and treats empty as all defaults.
+#[derive(Clone, Default)]
+pub struct Options(Option<Arc<dyn ProviderOptions>>);
 
-/// The provider-specific keys of an `[[endpoint]]` table, resolved; each provider reads its own.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    /// isendu: the API key id its URL check must carry (any, when unset).
-    pub key_id: Option<String>,
-    /// isendu: the API secret its URL check expects back.
-    pub api_secret: Option<Secret>,
-    /// Mailship: the one event type this endpoint receives (recognised by shape when unset).
-    pub event: Option<String>,
-    /// generic: where to find the event name, ids and batch array (`[endpoint.generic]`).
-    pub generic: GenericConfig,
+/// What a provider's options type must be: printable (secrets as [`crate::secret::Secret`], so
+/// redacted) and shareable between requests.
+pub trait ProviderOptions: Any + fmt::Debug + Send + Sync {}
+
+impl<T: Any + fmt::Debug + Send + Sync> ProviderOptions for T {}
+
+impl Options {
+    pub fn new(options: impl ProviderOptions) -> Self {
+        Self(Some(Arc::new(options)))
+    }
+
+    /// The options, if they are a `T`.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        let options: &dyn Any = self.0.as_deref()?;
+        options.downcast_ref()
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(options) => options.fmt(f),
+            None => f.write_str("{}"),
+        }
+    }
+}
+
+/// What a provider's [`super::Provider::options`] reads its keys from: a table of the
+/// endpoint's keys that are the provider's own, positions kept for error messages.
+pub type OptionsDeserializer<'a> = toml::de::ValueDeserializer<'a>;
+
+/// Why an endpoint's provider keys do not deserialize (the position is in it).
+pub type OptionsError = toml::de::Error;
+
+/// [`super::Provider::options`] for a provider whose keys are the fields of `T`.
+pub fn options_of<T: DeserializeOwned + ProviderOptions>(
+    keys: OptionsDeserializer<'_>,
+) -> Result<Options, OptionsError> {
+    T::deserialize(keys).map(Options::new)
 }
 
 /// The canonical fulfilment lifecycle every provider status maps into (docs/contract.md §5.2).

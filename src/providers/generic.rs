@@ -33,18 +33,45 @@ pub static PROVIDER: Provider = Provider {
     kinds: |_| vec!["<event>"],
     samples: SAMPLES,
     parse,
+    option_keys: &["generic"],
+    options: |keys| {
+        <GenericKeys as serde::Deserialize>::deserialize(keys).map(|k| Options::new(k.generic))
+    },
     check,
-    custom_prefix: Some(|options| options.generic.source.as_deref()),
-    event_header: |options| options.generic.event_header.as_deref(),
+    batches: |options| own(options).split_pointer.is_some(),
+    custom_prefix: Some(|options| own(options).source.as_deref()),
+    event_header: |options| own(options).event_header.as_deref(),
     declared_kind: Some(|options, kind| {
-        options
-            .generic
+        own(options)
             .known_events
             .iter()
             .any(|e| routing_part(e).as_deref() == Some(kind))
     }),
     ..Provider::BASE
 };
+
+/// A generic endpoint's own key: the `[endpoint.generic]` table.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenericKeys {
+    #[serde(default)]
+    generic: GenericConfig,
+}
+
+static NO_OPTIONS: GenericConfig = GenericConfig {
+    source: None,
+    event_pointer: None,
+    event_header: None,
+    entity_id_pointer: None,
+    split_pointer: None,
+    id_pointer: None,
+    known_events: Vec::new(),
+};
+
+/// The endpoint's `[endpoint.generic]`; all unset when it has none.
+fn own(options: &Options) -> &GenericConfig {
+    options.get().unwrap_or(&NO_OPTIONS)
+}
 
 /// Settings of the generic provider: where to find the event name, entity id and batch array.
 #[derive(Debug, Clone, Default, serde::Deserialize, PartialEq, Eq)]
@@ -78,7 +105,7 @@ pub struct GenericConfig {
 /// An event name must come from somewhere; pointers are JSON pointers; `source` starts routing
 /// keys.
 fn check(options: &Options) -> Checked {
-    let generic = &options.generic;
+    let generic = own(options);
     let problem = |key, message: &str| {
         Err(OptionProblem {
             key,
@@ -166,7 +193,7 @@ pub fn routing_part(event: &str) -> Option<String> {
 }
 
 pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
-    let cfg = &inbound.options.generic;
+    let cfg = own(inbound.options);
     let header_event = cfg.event_header.as_deref().and_then(|name| {
         inbound
             .headers
@@ -244,7 +271,7 @@ struct Context<'a> {
 
 impl Context<'_> {
     fn event(&self, raw: Box<RawValue>, element: &Value, split: bool) -> Event {
-        let cfg = &self.inbound.options.generic;
+        let cfg = own(self.inbound.options);
         let fallback = |v: &Option<String>| if split { v.clone() } else { None };
         let name = cfg
             .event_pointer
@@ -281,7 +308,7 @@ mod tests {
 
     fn generic(cfg: GenericConfig) -> crate::providers::testing::TestEndpoint {
         let mut ep = endpoint(&PROVIDER);
-        ep.generic = cfg;
+        ep.options = Options::new(cfg);
         ep
     }
 

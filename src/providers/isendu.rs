@@ -38,9 +38,10 @@ use super::json::{self, ArrayError};
 use super::{
     Batch, Event, Inbound, MAX_EVENTS_PER_REQUEST, ParseError, Parsed, Status, hash_hex, str_at,
 };
-use super::{Checked, OptionProblem, Options, Provider, Sample};
+use super::{Checked, OptionProblem, Options, Provider, Sample, options_of};
 use super::samples::sample_file;
 use crate::auth::AuthConfig;
+use crate::secret::{self, Secret};
 
 /// isendu: token as the last path segment; batches of order and tracking updates, and the URL
 /// check.
@@ -50,15 +51,42 @@ pub static PROVIDER: Provider = Provider {
     kinds: |_| vec!["order.updated", "shipment.status_changed"],
     samples: SAMPLES,
     parse,
+    option_keys: &["key_id", "api_secret"],
+    options: options_of::<IsenduOptions>,
     check,
+    batches: |_| true,
+    handshake_secret: Some(|options| own(options).api_secret.as_ref()),
+    status_tables: &[("#### isendu", status)],
     prepare_sample,
     ..Provider::BASE
 };
 
+/// An isendu endpoint's own keys.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsenduOptions {
+    /// The API key id its URL check must carry (any, when unset).
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// The API secret its URL check expects back (`env:`/`file:` resolved).
+    #[serde(default, deserialize_with = "secret::de_resolved")]
+    pub api_secret: Option<Secret>,
+}
+
+static NO_OPTIONS: IsenduOptions = IsenduOptions {
+    key_id: None,
+    api_secret: None,
+};
+
+/// The endpoint's isendu options; none set when it has none.
+fn own(options: &Options) -> &IsenduOptions {
+    options.get().unwrap_or(&NO_OPTIONS)
+}
+
 /// The handshake sample names the endpoint's own `key_id`, so `send --sample handshake` tries
 /// the URL check the way isendu would for this store.
 fn prepare_sample(options: &Options, sample: &Sample) -> Vec<u8> {
-    match (&options.key_id, sample.name) {
+    match (&own(options).key_id, sample.name) {
         (Some(key_id), "handshake") => serde_json::json!({ "keyId": key_id }).to_string().into_bytes(),
         _ => sample.body.to_vec(),
     }
@@ -66,6 +94,7 @@ fn prepare_sample(options: &Options, sample: &Sample) -> Vec<u8> {
 
 /// Without `api_secret` the URL check cannot be answered: warn, since isendu will not use the URL.
 fn check(options: &Options) -> Checked {
+    let options = own(options);
     if options.api_secret.is_some() && options.key_id.is_none() {
         return Err(OptionProblem {
             key: "key_id",
@@ -294,7 +323,7 @@ fn handshake(inbound: &Inbound<'_>, key_id: &RawValue) -> Result<Parsed, ParseEr
     let Ok(given) = serde_json::from_str::<String>(key_id.get()) else {
         return Err(ParseError::HandshakeRefused);
     };
-    let endpoint = inbound.options;
+    let endpoint = own(inbound.options);
     let key_ok = match &endpoint.key_id {
         Some(expected) => bool::from(expected.as_bytes().ct_eq(given.as_bytes())),
         None => false,
@@ -424,29 +453,28 @@ fn step_time(step: &Value) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod config_tests {
     use super::*;
-    use crate::secret::Secret;
 
     #[test]
     fn an_api_secret_without_key_id_is_refused() {
-        let options = Options {
+        let options = IsenduOptions {
             api_secret: Some(Secret::new("fake-api-secret")),
-            ..Options::default()
+            ..IsenduOptions::default()
         };
-        assert_eq!(check(&options).unwrap_err().key, "key_id");
-        let with_key = Options {
+        assert_eq!(check(&Options::new(options.clone())).unwrap_err().key, "key_id");
+        let with_key = IsenduOptions {
             key_id: Some("fake-key".into()),
             ..options
         };
-        assert_eq!(check(&with_key), Ok(Vec::new()));
+        assert_eq!(check(&Options::new(with_key)), Ok(Vec::new()));
     }
 
     #[test]
     fn the_handshake_sample_names_the_configured_key_id() {
         let handshake = SAMPLES.iter().find(|s| s.name == "handshake").unwrap();
-        let options = Options {
+        let options = Options::new(IsenduOptions {
             key_id: Some("store-key-7".into()),
-            ..Options::default()
-        };
+            ..IsenduOptions::default()
+        });
         let body: serde_json::Value =
             serde_json::from_slice(&prepare_sample(&options, handshake)).unwrap();
         assert_eq!(body, serde_json::json!({ "keyId": "store-key-7" }));
@@ -462,9 +490,18 @@ mod tests {
     use crate::providers::Inbound;
 
     fn isendu() -> crate::providers::testing::TestEndpoint {
+        isendu_with(Some("key-1"), Some("api-secret-1"))
+    }
+
+    fn isendu_with(
+        key_id: Option<&str>,
+        api_secret: Option<&str>,
+    ) -> crate::providers::testing::TestEndpoint {
         let mut ep = endpoint(&PROVIDER);
-        ep.key_id = Some("key-1".into());
-        ep.api_secret = Some(Secret::new("api-secret-1"));
+        ep.options = Options::new(IsenduOptions {
+            key_id: key_id.map(Into::into),
+            api_secret: api_secret.map(Secret::new),
+        });
         ep
     }
 
@@ -515,15 +552,13 @@ mod tests {
             parse_body(&ep, br#"{"keyId": 1}"#).unwrap_err(),
             ParseError::HandshakeRefused
         );
-        let mut open = isendu();
-        open.key_id = None;
+        let open = isendu_with(None, Some("api-secret-1"));
         assert_eq!(
             parse_body(&open, br#"{"keyId": "anything"}"#).unwrap_err(),
             ParseError::HandshakeRefused,
             "no key id configured: the API secret is never given away"
         );
-        let mut no_secret = isendu();
-        no_secret.api_secret = None;
+        let no_secret = isendu_with(Some("key-1"), None);
         assert_eq!(
             parse_body(&no_secret, br#"{"keyId": "key-1"}"#).unwrap_err(),
             ParseError::HandshakeRefused

@@ -26,7 +26,7 @@
 use serde_json::{Map, Value};
 
 use super::{Event, Inbound, ParseError, Parsed, Status, parse_json, str_at};
-use super::{Checked, OptionProblem, Options, Provider, Sample};
+use super::{Checked, OptionProblem, Options, Provider, Sample, options_of};
 use super::samples::sample_file;
 use crate::auth::AuthConfig;
 
@@ -37,13 +37,32 @@ pub static PROVIDER: Provider = Provider {
     kinds,
     samples: SAMPLES,
     parse,
+    option_keys: &["event"],
+    options: options_of::<MailshipOptions>,
     check,
+    status_tables: &[("#### mailship expeditions", expedition_status)],
     ..Provider::BASE
 };
 
+/// A Mailship endpoint's own keys.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailshipOptions {
+    /// The one event type this endpoint receives (recognised by shape when unset).
+    #[serde(default)]
+    pub event: Option<String>,
+}
+
+static NO_OPTIONS: MailshipOptions = MailshipOptions { event: None };
+
+/// The endpoint's Mailship options; none set when it has none.
+fn own(options: &Options) -> &MailshipOptions {
+    options.get().unwrap_or(&NO_OPTIONS)
+}
+
 /// Every kind, or only the fixed event's.
 fn kinds(options: &Options) -> Vec<&'static str> {
-    match options.event.as_deref().and_then(MailshipEvent::from_name) {
+    match own(options).event.as_deref().and_then(MailshipEvent::from_name) {
         Some(fixed) => vec![fixed.kind()],
         None => MailshipEvent::ALL.iter().map(|e| e.kind()).collect(),
     }
@@ -51,7 +70,7 @@ fn kinds(options: &Options) -> Vec<&'static str> {
 
 /// `event`, when set, must name one of the five events.
 fn check(options: &Options) -> Checked {
-    match &options.event {
+    match &own(options).event {
         Some(event) if MailshipEvent::from_name(event).is_none() => {
             let names: Vec<&str> = MailshipEvent::ALL.iter().map(|e| e.name()).collect();
             Err(OptionProblem {
@@ -190,7 +209,7 @@ pub fn expedition_status(s: &str) -> Status {
 
 pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
     let (raw, value) = parse_json(inbound.body)?;
-    let fixed = inbound.options.event.as_deref();
+    let fixed = own(inbound.options).event.as_deref();
     let (Value::Object(map), Some(id)) = (&value, str_at(&value, "/id")) else {
         return Ok(Parsed::Events(vec![Event::unrecognized(
             fixed.unwrap_or(""),
@@ -357,18 +376,21 @@ mod tests {
         );
 
         let mut fixed = endpoint(&PROVIDER);
-        fixed.event = Some("expedition_booked".into());
+        fixed.options = fixed_event("expedition_booked");
         let ev = events(&fixed, &[], EXPEDITION_STATUS);
         assert_eq!(ev[0].kind, "order.stock_booked");
         assert_eq!(ev[0].status, None);
     }
 
+    fn fixed_event(event: &str) -> Options {
+        Options::new(MailshipOptions {
+            event: Some(event.into()),
+        })
+    }
+
     #[test]
     fn check_accepts_only_known_event_names() {
-        let with = |event: &str| Options {
-            event: Some(event.into()),
-            ..Options::default()
-        };
+        let with = fixed_event;
         for e in MailshipEvent::ALL {
             assert_eq!(check(&with(e.name())), Ok(Vec::new()));
         }
@@ -386,7 +408,7 @@ mod tests {
         );
         assert!(events(&ep, &[], br#"[1]"#)[0].is_unrecognized());
         let mut bad = endpoint(&PROVIDER);
-        bad.event = Some("nonsense".into());
+        bad.options = fixed_event("nonsense");
         assert!(events(&bad, &[], EXPEDITION_STATUS)[0].is_unrecognized());
     }
 }

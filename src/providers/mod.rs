@@ -11,14 +11,16 @@ use std::fmt;
 use std::time::SystemTime;
 
 use crate::auth::AuthConfig;
+use crate::secret::Secret;
 
 mod event;
 pub mod json;
 pub mod samples;
 
 pub use self::event::{
-    Batch, Event, Inbound, MAX_EVENTS_PER_REQUEST, Options, ParseError, Parsed, Status,
-    UNRECOGNIZED, hash_hex, parse_json, str_at,
+    Batch, Event, Inbound, MAX_EVENTS_PER_REQUEST, Options, OptionsDeserializer, OptionsError,
+    ParseError, Parsed, ProviderOptions, Status, UNRECOGNIZED, hash_hex, options_of, parse_json,
+    str_at,
 };
 pub use self::samples::Sample;
 
@@ -51,6 +53,10 @@ pub type Header = (&'static str, String);
 /// What a provider says of an endpoint's options: refused, or accepted with warnings.
 pub type Checked = Result<Vec<OptionProblem>, OptionProblem>;
 
+/// A status mapping table of docs/contract.md §5.2: the heading above it, and the function that
+/// maps a provider status as its rows say.
+pub type StatusTable = (&'static str, fn(&str) -> Status);
+
 /// One provider: everything the rest of the bridge needs to know of it.
 pub struct Provider {
     /// `provider = "…"` in the config; the routing-key prefix and metric label (see
@@ -64,8 +70,25 @@ pub struct Provider {
     pub samples: &'static [Sample],
     /// The request's events, a protocol reply, or why the body is refused.
     pub parse: fn(&Inbound<'_>) -> Result<Parsed, ParseError>,
+    /// The keys of an `[[endpoint]]` table that are this provider's own (`key_id`, or `generic`
+    /// for the `[endpoint.generic]` table). The config accepts the keys of every provider and
+    /// hands each endpoint's provider its own ones.
+    pub option_keys: &'static [&'static str],
+    /// An endpoint's [`Options`] from its [`Provider::option_keys`] (those present), e.g.
+    /// [`options_of`]`::<MyOptions>`.
+    pub options: fn(OptionsDeserializer<'_>) -> Result<Options, OptionsError>,
     /// Check an endpoint's options at start-up.
     pub check: fn(&Options) -> Checked,
+    /// Whether one request may carry any number of events; otherwise a body is exactly one
+    /// event (checked by the fuzz targets).
+    pub batches: fn(&Options) -> bool,
+    /// For providers with a handshake the bridge answers itself ([`Parsed::Reply`], refused
+    /// with [`ParseError::HandshakeRefused`]): the secret the answer carries, when configured.
+    /// `None`: the provider never replies nor refuses a handshake.
+    pub handshake_secret: Option<fn(&Options) -> Option<&Secret>>,
+    /// Its status mapping tables in docs/contract.md §5.2: the heading above each table and the
+    /// function the rows are checked against (`tests/contract.rs`).
+    pub status_tables: &'static [StatusTable],
     /// A routing-key prefix chosen per endpoint (the generic provider's `source`); the endpoint
     /// name when it gives none. `None`: the prefix is [`Provider::name`].
     pub custom_prefix: Option<fn(&Options) -> Option<&str>>,
@@ -89,7 +112,12 @@ impl Provider {
         kinds: |_| Vec::new(),
         samples: &[],
         parse: |_| Ok(Parsed::Events(Vec::new())),
+        option_keys: &[],
+        options: |_| Ok(Options::default()),
         check: no_options,
+        batches: |_| false,
+        handshake_secret: None,
+        status_tables: &[],
         custom_prefix: None,
         sender_headers: |_, _| Vec::new(),
         event_header: |_| None,
@@ -180,23 +208,10 @@ pub fn no_options(_: &Options) -> Checked {
 pub mod testing {
     use super::*;
 
-    /// A provider with options, as a test endpoint: fields of [`Options`] are set through it.
+    /// A provider with options, as a test endpoint.
     pub struct TestEndpoint {
         pub provider: &'static Provider,
         pub options: Options,
-    }
-
-    impl std::ops::Deref for TestEndpoint {
-        type Target = Options;
-        fn deref(&self) -> &Options {
-            &self.options
-        }
-    }
-
-    impl std::ops::DerefMut for TestEndpoint {
-        fn deref_mut(&mut self) -> &mut Options {
-            &mut self.options
-        }
     }
 
     pub fn endpoint(provider: &'static Provider) -> TestEndpoint {

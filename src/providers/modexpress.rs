@@ -13,6 +13,7 @@ pub static PROVIDER: Provider = Provider {
     kinds: |_| vec!["order.status_changed"],
     samples: SAMPLES,
     parse,
+    status_tables: &[("#### modexpress", status)],
     ..Provider::BASE
 };
 

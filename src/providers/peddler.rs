@@ -13,6 +13,7 @@ pub static PROVIDER: Provider = Provider {
     kinds: |_| vec!["shipment.status_changed"],
     samples: SAMPLES,
     parse,
+    status_tables: &[("#### peddler", status)],
     ..Provider::BASE
 };
 

@@ -15,6 +15,7 @@ pub static PROVIDER: Provider = Provider {
     samples: SAMPLES,
     parse,
     sender_headers,
+    status_tables: &[("#### wegocod", status)],
     ..Provider::BASE
 };
 
