@@ -10,17 +10,14 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::cluster::{self, secs};
+use common::cluster::{self, assert_all_answered, assert_arrived, secs};
 use common::load::{self, Report, metric, wait_metric};
 use common::proxy::{Mode, Proxy};
 use common::*;
-
-const ACK_DEADLINE: Duration = Duration::from_secs(4);
 
 async fn wait_progress(progress: &AtomicUsize, at_least: usize) {
     let end = Instant::now() + Duration::from_secs(120);
@@ -86,52 +83,6 @@ async fn steady_until(
 
 fn accepted(report: &Report) -> usize {
     report.count(|a| a.body.contains("\"accepted\""))
-}
-
-/// Every request answered 2xx before `ack_deadline`.
-fn assert_all_answered(tag: &str, report: &Report, n: usize) {
-    assert_eq!(report.answers.len(), n, "{tag}");
-    assert_eq!(
-        report.count(|a| a.status.is_none()),
-        0,
-        "{tag}: every request answered: {}",
-        report.summary()
-    );
-    assert_eq!(
-        report.server_errors(),
-        0,
-        "{tag}: no 5xx while the spool has room: {}",
-        report.summary()
-    );
-    assert_eq!(
-        report.ok(),
-        n,
-        "{tag}: every request 2xx: {}",
-        report.summary()
-    );
-    assert!(
-        report.max_latency() < ACK_DEADLINE,
-        "{tag}: answered before ack_deadline: {}",
-        report.summary()
-    );
-}
-
-/// Every acknowledged event is in `queue`; prints the counts.
-async fn assert_arrived(tag: &str, queue: &str, acked: &HashSet<String>) {
-    let mut consumer = cluster::consumer(queue).await;
-    let started = Instant::now();
-    let (seen, messages) = load::collect(&mut consumer, acked, Duration::from_secs(30)).await;
-    eprintln!(
-        "{tag}: events acknowledged={} arrived distinct={} (messages read {messages}, in {})",
-        acked.len(),
-        seen.intersection(acked).count(),
-        secs(started.elapsed())
-    );
-    let missing: Vec<_> = acked.difference(&seen).take(5).collect();
-    assert!(
-        missing.is_empty(),
-        "{tag}: acknowledged events lost, e.g. {missing:?}"
-    );
 }
 
 async fn wait_spool_empty(bridge: &Bridge, within: Duration) {

@@ -13,17 +13,14 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::cluster;
+use common::cluster::{self, assert_all_answered, assert_arrived};
 use common::load::{self, Report, metric, wait_metric};
 use common::*;
-
-const ACK_DEADLINE: Duration = Duration::from_secs(4);
 
 fn openssl(args: &[&str]) {
     let out = std::process::Command::new("openssl")
@@ -190,55 +187,12 @@ async fn tls_connections() -> String {
         .join("\n")
 }
 
-/// Every request answered 2xx before `ack_deadline`.
-fn assert_all_answered(tag: &str, report: &Report, n: usize) {
-    assert_eq!(report.answers.len(), n, "{tag}");
-    assert_eq!(
-        report.ok(),
-        n,
-        "{tag}: every request 2xx: {}",
-        report.summary()
-    );
-    assert!(
-        report.max_latency() < ACK_DEADLINE,
-        "{tag}: answered before ack_deadline: {}",
-        report.summary()
-    );
-}
-
-/// Every acknowledged event is in `queue`; prints the counts.
-async fn assert_arrived(tag: &str, queue: &str, acked: &HashSet<String>) {
-    let mut consumer = cluster::consumer(queue).await;
-    let (seen, messages) = load::collect(&mut consumer, acked, Duration::from_secs(30)).await;
-    eprintln!(
-        "{tag}: events acknowledged={} arrived distinct={} (messages read {messages})",
-        acked.len(),
-        seen.intersection(acked).count(),
-    );
-    let missing: Vec<_> = acked.difference(&seen).take(5).collect();
-    assert!(
-        missing.is_empty(),
-        "{tag}: acknowledged events lost, e.g. {missing:?}"
-    );
-}
-
 /// `exchange` declared as the bridge declares it, so a consumer queue can be bound before the
 /// bridge has ever connected.
 async fn declare_exchange(exchange: &str) {
     let conn = cluster::connect().await;
     let ch = conn.create_channel().await.expect("channel");
-    let cfg = webhook_bridge::config::AmqpConfig {
-        urls: vec![webhook_bridge::secret::Secret::new(cluster::url(1))],
-        exchange: exchange.to_string(),
-        declare_topology: true,
-        channels: 1,
-        connect_timeout: Duration::from_secs(3),
-        reconnect_backoff_max: Duration::from_secs(1),
-        unrouted_queue_type: webhook_bridge::config::QueueType::default(),
-        tls: webhook_bridge::config::TlsFiles::default(),
-        auth_mechanism: webhook_bridge::config::AuthMechanism::default(),
-    };
-    webhook_bridge::publisher::declare_topology(&ch, &cfg)
+    webhook_bridge::publisher::declare_topology(&ch, &load::topology(&cluster::url(1), exchange))
         .await
         .expect("declare the bridge's exchanges");
     let _ = conn.close(200, "bye".into()).await;

@@ -2,6 +2,7 @@
 //! 127.0.0.1:568N): stopping and starting nodes, quorum consumer queues, and the bridge
 //! configured with every node's URL.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,11 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Connection, ConnectionProperties};
 
+use super::load::Report;
 use super::{Bridge, BridgeOptions, Consumer, unique};
+
+/// The bridge's default `ack_deadline`.
+pub const ACK_DEADLINE: Duration = Duration::from_secs(4);
 
 pub const NODES: [u8; 3] = [1, 2, 3];
 
@@ -325,4 +330,51 @@ pub async fn ctl(node: u8, args: &[&str]) -> String {
     })
     .await
     .expect("rabbitmqctl thread")
+}
+
+/// Every request answered 2xx before the bridge's `ack_deadline` (4 s), none 5xx.
+pub fn assert_all_answered(tag: &str, report: &Report, n: usize) {
+    assert_eq!(report.answers.len(), n, "{tag}");
+    assert_eq!(
+        report.count(|a| a.status.is_none()),
+        0,
+        "{tag}: every request answered: {}",
+        report.summary()
+    );
+    assert_eq!(
+        report.server_errors(),
+        0,
+        "{tag}: no 5xx while the spool has room: {}",
+        report.summary()
+    );
+    assert_eq!(
+        report.ok(),
+        n,
+        "{tag}: every request 2xx: {}",
+        report.summary()
+    );
+    assert!(
+        report.max_latency() < ACK_DEADLINE,
+        "{tag}: answered before ack_deadline: {}",
+        report.summary()
+    );
+}
+
+/// Every acknowledged event is in `queue`; prints the counts.
+pub async fn assert_arrived(tag: &str, queue: &str, acked: &HashSet<String>) {
+    let mut consumer = consumer(queue).await;
+    let started = Instant::now();
+    let (seen, messages) =
+        super::load::collect(&mut consumer, acked, Duration::from_secs(30)).await;
+    eprintln!(
+        "{tag}: events acknowledged={} arrived distinct={} (messages read {messages}, in {})",
+        acked.len(),
+        seen.intersection(acked).count(),
+        secs(started.elapsed())
+    );
+    let missing: Vec<_> = acked.difference(&seen).take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "{tag}: acknowledged events lost, e.g. {missing:?}"
+    );
 }

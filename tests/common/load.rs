@@ -183,17 +183,7 @@ pub async fn declare_exchange(exchange: &str) {
         .await
         .expect("connect");
     let ch = conn.create_channel().await.expect("channel");
-    let cfg = webhook_bridge::config::AmqpConfig {
-        urls: vec![webhook_bridge::secret::Secret::new(AMQP_URL)],
-        exchange: exchange.to_string(),
-        declare_topology: true,
-        channels: 1,
-        connect_timeout: Duration::from_secs(3),
-        reconnect_backoff_max: Duration::from_secs(1),
-        unrouted_queue_type: webhook_bridge::config::QueueType::default(),
-        tls: webhook_bridge::config::TlsFiles::default(),
-        auth_mechanism: webhook_bridge::config::AuthMechanism::default(),
-    };
+    let cfg = topology(AMQP_URL, exchange);
     webhook_bridge::publisher::declare_topology(&ch, &cfg)
         .await
         .expect("declare the bridge's exchanges");
@@ -219,5 +209,20 @@ pub async fn wait_metric(bridge: &Bridge, name: &str, value: f64, timeout: Durat
         }
         assert!(Instant::now() < end, "{name} never reached {value}:\n{m}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The `[amqp]` settings the bridge declares `exchange`'s topology with, reached through `url`.
+pub fn topology(url: &str, exchange: &str) -> webhook_bridge::config::AmqpConfig {
+    webhook_bridge::config::AmqpConfig {
+        urls: vec![webhook_bridge::secret::Secret::new(url)],
+        exchange: exchange.to_string(),
+        declare_topology: true,
+        channels: 1,
+        connect_timeout: Duration::from_secs(3),
+        reconnect_backoff_max: Duration::from_secs(1),
+        unrouted_queue_type: webhook_bridge::config::QueueType::default(),
+        tls: webhook_bridge::config::TlsFiles::default(),
+        auth_mechanism: webhook_bridge::config::AuthMechanism::default(),
     }
 }
