@@ -18,7 +18,7 @@ pub mod samples;
 
 pub use self::event::{
     Batch, Event, Inbound, MAX_EVENTS_PER_REQUEST, Options, ParseError, Parsed, Status,
-    UNRECOGNIZED, hash_hex, parse_json, str_at,
+    UNRECOGNIZED, hash_hex, str_at,
 };
 pub use self::samples::Sample;
 
