@@ -1114,17 +1114,61 @@ fn single_event_bodies_are_parsed_without_a_tree() {
             over.push(format!("{name}: {} bytes for {}", cost.peak, body.len()));
         }
     }
+    // A body of nothing but top-level keys: they are not all kept either.
+    let mailship = config
+        .endpoints
+        .iter()
+        .find(|e| e.name == "mailship-cz")
+        .expect("endpoint");
+    let head = r#"{"id":"m1","orderNumber":"o1","status":"delivered","#;
+    let fill = |entry: &dyn Fn(usize) -> String| {
+        let mut body = head.to_string();
+        let mut i = 0;
+        while body.len() + entry(i).len() + 8 < MIB {
+            body.push_str(&entry(i));
+            i += 1;
+        }
+        body.push_str(r#""end":0}"#);
+        body
+    };
+    for (name, body) in [
+        (
+            "mailship, distinct keys",
+            fill(&|i| format!(r#""k{i}":0,"#)),
+        ),
+        (
+            "mailship, one key repeated",
+            fill(&|_| r#""":0,"#.to_string()),
+        ),
+    ] {
+        let (events, cost) = parse_cost(mailship, &http::HeaderMap::new(), body.as_bytes());
+        println!(
+            "{name}: body {} KiB, peak {} KiB parsing ({:.1}x the body), {} allocations",
+            kib(body.len()),
+            kib(cost.peak),
+            cost.peak as f64 / body.len() as f64,
+            cost.allocations
+        );
+        let events = events.expect("body parses");
+        assert_eq!(events[0].kind, "order.status_changed", "{name}");
+        assert_eq!(events[0].entity_id.as_deref(), Some("o1"), "{name}");
+        if cost.peak >= 2 * body.len() {
+            over.push(format!("{name}: {} bytes for {}", cost.peak, body.len()));
+        }
+    }
     assert!(over.is_empty(), "peak over twice the body: {over:?}");
 }
 
-/// Allocations and bytes of one parse of each bundled single-event sample, for
-/// docs/BENCHMARKS.md: `cargo nextest run --test bad_input single_event_samples_parse_cost
-/// --run-ignored only --no-capture`.
+/// Allocations and bytes of one parse of each bundled single-event sample, and the mean time of
+/// a parse (meaningful in a release build), for docs/BENCHMARKS.md: `cargo nextest run
+/// --cargo-profile release --test bad_input single_event_samples_parse_cost --run-ignored only
+/// --no-capture`.
 #[test]
 #[ignore = "prints figures for the docs"]
 fn single_event_samples_parse_cost() {
     let config = parse_config();
-    let mut all = (0, 0);
+    const ROUNDS: u32 = 20_000;
+    let mut all = (0, 0, 0.0);
     let samples = single_event_samples(&config);
     for (name, endpoint, headers, body) in &samples {
         // Once first, so that nothing initialised on the first call is counted.
@@ -1132,19 +1176,27 @@ fn single_event_samples_parse_cost() {
         let (parsed, cost) = parse_cost(endpoint, headers, body);
         let events = parsed.expect("sample parses");
         assert_eq!(events.len(), 1, "{name}");
+        let start = std::time::Instant::now();
+        for _ in 0..ROUNDS {
+            let _ = std::hint::black_box(parse_cost(endpoint, headers, std::hint::black_box(body)));
+        }
+        let micros = start.elapsed().as_secs_f64() * 1e6 / f64::from(ROUNDS);
         println!(
-            "{name:32} {:>5} bytes: {:>3} allocations, {:>6} bytes allocated, peak {:>6} bytes",
+            "{name:28} {:>5} bytes: {:>3} allocations, {:>6} bytes allocated, peak {:>6} bytes, \
+             {micros:.2} µs",
             body.len(),
             cost.allocations,
             cost.bytes,
             cost.peak
         );
-        all = (all.0 + cost.allocations, all.1 + cost.bytes);
+        all = (all.0 + cost.allocations, all.1 + cost.bytes, all.2 + micros);
     }
+    let n = samples.len() as f64;
     println!(
-        "mean over {} samples: {:.1} allocations, {:.0} bytes allocated",
+        "mean over {} samples: {:.1} allocations, {:.0} bytes allocated, {:.2} µs per parse",
         samples.len(),
-        all.0 as f64 / samples.len() as f64,
-        all.1 as f64 / samples.len() as f64
+        all.0 as f64 / n,
+        all.1 as f64 / n,
+        all.2 / n
     );
 }

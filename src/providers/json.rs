@@ -1,11 +1,12 @@
-//! JSON without a tree: a body is checked the way `serde_json::Value` would parse it, and batch
-//! arrays are cut into borrowed raw elements, counted while deserializing.
+//! JSON without a tree: a body is checked the way `serde_json::Value` would parse it, then read
+//! as slices of its text: batch arrays cut into borrowed raw elements, counted while
+//! deserializing ([`Elements`]), and a single event's fields looked up by pointer ([`Doc`]).
 //!
 //! A `Value` of a 1 MiB body of small elements takes many times the body's size (every number,
-//! string and container is a 32-byte `Value` plus its own allocation), so batches are never
-//! parsed whole: [`validate`] walks the body once building nothing, and [`counted_array`] keeps
-//! each element as a `&RawValue` (a slice of the body), stopping at the first element past the
-//! limit. Each element is then parsed on its own by the provider.
+//! string and container is a 32-byte `Value` plus its own allocation), so no body is parsed
+//! whole: [`validate`] walks the body once building nothing; [`Elements`] keeps each element as a
+//! `&RawValue` (a slice of the body), stopping at the first element past the limit, and each
+//! element is then read on its own by the provider; [`Doc`] reads only the path to each field.
 //!
 //! `RawValue` alone is not enough: serde_json skips a raw value's content without its recursion
 //! limit (128 levels) or its number-range check, so a body `Value` refuses (`[[[…]]]` 100,000
@@ -246,18 +247,28 @@ impl<'de, 'e> Visitor<'de> for ElementsSeed<'e, 'de> {
 
 /// A body of one event: checked once as `Value` would parse it, then read lazily. Its text is
 /// the payload; fields are looked up by JSON pointer without building a tree. The top-level
-/// entries are cut once into borrowed slices (a key and a `&RawValue` each, 40 bytes per key);
-/// deeper levels are read from the slice on the path only, and a scalar is read alone.
+/// entries are cut once into borrowed slices (a key and a `&RawValue` each, 40 bytes per key, up
+/// to [`MAX_KEPT_KEYS`]; an object with more is searched again at each lookup instead); deeper
+/// levels are read from the slice on the path only, and a scalar is read alone.
 ///
 /// A `Value` of the body would take 13 to 30 times its size and an allocation per string and
-/// container; a `Doc` takes the payload's copy of the body and one vector.
+/// container; a `Doc` takes the payload's copy of the body and one small vector.
+///
+/// Fields are found where `Value::pointer` finds them, with one exception: an object whose only
+/// key is serde_json's private raw-value token ([`validate`] follows `Value` in checking its
+/// string as JSON) is read as the object it is, not as the JSON inside the string — as
+/// [`raw_at`] reads batch elements; the payload is the same either way.
 pub struct Doc<'a> {
     /// The body's JSON value (without the whitespace around it).
     whole: &'a RawValue,
     /// The top-level entries, in order, when the body is an object (duplicates kept: lookups
-    /// take the last, as `Value` does).
-    entries: Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// take the last, as `Value` does); `None` when it has more than [`MAX_KEPT_KEYS`].
+    entries: Option<Vec<(Cow<'a, str>, &'a RawValue)>>,
 }
+
+/// Most top-level entries a [`Doc`] keeps (5 KiB): webhook bodies have a few dozen keys, and a
+/// body of a hundred thousand tiny keys must not cost several times its size.
+pub const MAX_KEPT_KEYS: usize = 128;
 
 impl<'a> Doc<'a> {
     /// Check `body` ([`validate`]: refused as `ParseError::NotJson` exactly when `Value` would
@@ -272,12 +283,12 @@ impl<'a> Doc<'a> {
     /// A part of a body already [`validate`]d as a whole (a batch element).
     pub fn of(whole: &'a RawValue) -> Self {
         let entries = if whole.get().starts_with('{') {
-            // Checked text: this cannot fail; if it did, the object would read as empty.
+            // Fails past `MAX_KEPT_KEYS` (the text is checked: for no other reason).
             serde_json::from_str::<RawEntries<'a>>(whole.get())
                 .map(|e| e.0)
-                .unwrap_or_default()
+                .ok()
         } else {
-            Vec::new()
+            Some(Vec::new())
         };
         Self { whole, entries }
     }
@@ -295,11 +306,14 @@ impl<'a> Doc<'a> {
     /// The raw value of the top-level key `key` (the last of duplicates, as in `Value`), `null`
     /// included; `None` when absent or when the body is not an object.
     pub fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.entries
-            .iter()
-            .rev()
-            .find(|(k, _)| k.as_ref() == key)
-            .map(|(_, v)| *v)
+        match &self.entries {
+            Some(entries) => entries
+                .iter()
+                .rev()
+                .find(|(k, _)| k.as_ref() == key)
+                .map(|(_, v)| *v),
+            None => member(self.whole.get(), key),
+        }
     }
 
     /// The raw text at `pointer` (RFC 6901), as `Value::pointer` would find it.
@@ -399,7 +413,7 @@ fn scalar(raw: &RawValue) -> Option<String> {
     }
 }
 
-/// An object's entries in order, values kept raw.
+/// An object's entries in order, values kept raw; an error past [`MAX_KEPT_KEYS`].
 struct RawEntries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
 impl<'de> Deserialize<'de> for RawEntries<'de> {
@@ -412,8 +426,12 @@ impl<'de> Deserialize<'de> for RawEntries<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 // Room for the keys of most webhook bodies in one allocation.
-                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                let mut entries =
+                    Vec::with_capacity(map.size_hint().unwrap_or(16).min(MAX_KEPT_KEYS));
                 while let Some(Borrowed(key)) = map.next_key()? {
+                    if entries.len() == MAX_KEPT_KEYS {
+                        return Err(de::Error::custom("too many keys to keep"));
+                    }
                     entries.push((key, map.next_value::<&'de RawValue>()?));
                 }
                 Ok(RawEntries(entries))
@@ -667,6 +685,23 @@ mod tests {
                     "{body} {pointer}"
                 );
             }
+        }
+        // More keys than are kept: each lookup reads the object again, with the same answers.
+        let many = format!(
+            r#"{{"id":"first",{}"id":"last","z":{{"id":7}}}}"#,
+            (0..MAX_KEPT_KEYS)
+                .map(|i| format!(r#""k{i}":{i},"#))
+                .collect::<String>()
+        );
+        let value: Value = serde_json::from_str(&many).unwrap();
+        let doc = Doc::parse(many.as_bytes()).unwrap();
+        assert!(doc.entries.is_none());
+        for pointer in ["/id", "/k0", "/k127", "/k128", "/z/id", "/z", ""] {
+            assert_eq!(
+                doc.str_at(pointer),
+                crate::providers::str_at(&value, pointer),
+                "{pointer}"
+            );
         }
         let doc = Doc::parse(bodies[0].as_bytes()).unwrap();
         assert_eq!(doc.get("k").map(RawValue::get), Some(r#""last""#));
