@@ -727,6 +727,8 @@ mod peak {
     thread_local! {
         static NOW: Cell<isize> = const { Cell::new(0) };
         static PEAK: Cell<isize> = const { Cell::new(0) };
+        static CALLS: Cell<usize> = const { Cell::new(0) };
+        static TOTAL: Cell<usize> = const { Cell::new(0) };
     }
 
     /// The system allocator, counting what each thread holds and its peak.
@@ -738,6 +740,7 @@ mod peak {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             let p = unsafe { System.alloc(layout) };
             if !p.is_null() {
+                count(layout.size());
                 add(layout.size() as isize);
             }
             p
@@ -751,10 +754,17 @@ mod peak {
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
             let p = unsafe { System.realloc(ptr, layout, new_size) };
             if !p.is_null() {
+                count(new_size.saturating_sub(layout.size()));
                 add(new_size as isize - layout.size() as isize);
             }
             p
         }
+    }
+
+    /// One allocation (or growth) of `bytes` more.
+    fn count(bytes: usize) {
+        let _ = CALLS.try_with(|c| c.set(c.get() + 1));
+        let _ = TOTAL.try_with(|t| t.set(t.get() + bytes));
     }
 
     fn add(n: isize) {
@@ -768,11 +778,35 @@ mod peak {
     /// What `f` returns, and the most bytes it held allocated at once on this thread (on top of
     /// what was allocated before).
     pub fn measure<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        let (out, cost) = cost(f);
+        (out, cost.peak)
+    }
+
+    /// What one call of a function allocates.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Cost {
+        /// The most bytes held at once, on top of what was allocated before.
+        pub peak: usize,
+        /// Allocations and reallocations.
+        pub allocations: usize,
+        /// Bytes allocated in all, freed or not (a growth counts what it added).
+        pub bytes: usize,
+    }
+
+    /// What `f` returns, and what it allocated on this thread.
+    pub fn cost<T>(f: impl FnOnce() -> T) -> (T, Cost) {
         let base = NOW.with(Cell::get);
         PEAK.with(|p| p.set(base));
+        let calls = CALLS.with(Cell::get);
+        let total = TOTAL.with(Cell::get);
         let out = f();
         let top = PEAK.with(Cell::get);
-        (out, usize::try_from(top - base).unwrap_or(0))
+        let cost = Cost {
+            peak: usize::try_from(top - base).unwrap_or(0),
+            allocations: CALLS.with(Cell::get) - calls,
+            bytes: TOTAL.with(Cell::get) - total,
+        };
+        (out, cost)
     }
 }
 
@@ -848,6 +882,18 @@ auth = { kind = "bearer" }
 event_pointer = "/kind"
 split_pointer = "/events"
 entity_id_pointer = "/uuid"
+
+[[endpoint]]
+name = "generic-single"
+provider = "generic"
+path = "/g1"
+secret = "test-generic-single-secret"
+auth = { kind = "bearer" }
+[endpoint.generic]
+event_pointer = "/type"
+event_header = "x-github-event"
+entity_id_pointer = "/data/id"
+id_pointer = "/head_commit/id"
 "#
     );
     webhook_bridge::config::Config::from_toml(&text).expect("config")
@@ -949,4 +995,208 @@ fn batches_are_parsed_without_a_tree_of_the_whole_body() {
             }
         }
     }
+}
+
+/// Every bundled sample of the providers that take one event per body, with the endpoint (of
+/// [`parse_config`]) and the headers it is sent with.
+fn single_event_samples(
+    config: &webhook_bridge::config::Config,
+) -> Vec<(
+    String,
+    &webhook_bridge::config::EndpointConfig,
+    http::HeaderMap,
+    &'static [u8],
+)> {
+    let mut out = Vec::new();
+    for (provider, endpoint) in [
+        ("modexpress", "modexpress-main"),
+        ("wegocod", "wegocod-ma"),
+        ("peddler", "peddler-nl"),
+        ("mailship", "mailship-cz"),
+        ("generic", "generic-single"),
+    ] {
+        let endpoint = config
+            .endpoints
+            .iter()
+            .find(|e| e.name == endpoint)
+            .expect("endpoint");
+        for sample in webhook_bridge::providers::find(provider)
+            .expect("provider")
+            .samples
+        {
+            let mut headers = http::HeaderMap::new();
+            if sample.name == "github_push" {
+                headers.insert("x-github-event", http::HeaderValue::from_static("push"));
+            }
+            out.push((
+                format!("{provider}/{}", sample.name),
+                endpoint,
+                headers,
+                sample.body,
+            ));
+        }
+    }
+    out
+}
+
+/// The number of events of one parse, and what it allocated.
+fn parse_cost(
+    endpoint: &webhook_bridge::config::EndpointConfig,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> (
+    Result<Vec<webhook_bridge::providers::Event>, webhook_bridge::providers::ParseError>,
+    peak::Cost,
+) {
+    use webhook_bridge::providers::{Inbound, Parsed};
+    let inbound = Inbound {
+        options: &endpoint.options,
+        headers,
+        body,
+    };
+    let (parsed, cost) = peak::cost(|| {
+        endpoint.provider.parse(&inbound).map(|p| match p {
+            Parsed::Events(events) => events,
+            Parsed::Reply(_) => Vec::new(),
+        })
+    });
+    (parsed, cost)
+}
+
+/// A single-event body (modexpress, WeGoCOD, Peddler, Mailship, generic without
+/// `split_pointer`) is not parsed into a tree either: each bundled sample, grown to 1 MiB by a
+/// field of small numbers (the costliest shape as a tree), is parsed with the body's text as the
+/// payload and little else. The figures are printed (`--nocapture`) for docs/SECURITY.md.
+#[test]
+fn single_event_bodies_are_parsed_without_a_tree() {
+    const MIB: usize = 1024 * 1024;
+    let config = parse_config();
+    let kib = |n: usize| n / 1024;
+    let mut over = Vec::new();
+    for (name, endpoint, headers, sample) in single_event_samples(&config) {
+        let text = std::str::from_utf8(sample).expect("UTF-8 sample");
+        let open = text.find('{').expect("an object");
+        let room = MIB - text.len() - r#""padding":[0],"#.len();
+        let body = format!(
+            "{}{{\"padding\":[{}0],{}",
+            &text[..open],
+            "0,".repeat(room / 2),
+            &text[open + 1..]
+        );
+        assert!(
+            body.len() <= MIB && body.len() > MIB - 4,
+            "{name}: {}",
+            body.len()
+        );
+        let (small, _) = parse_cost(endpoint, &headers, sample);
+        let (large, cost) = parse_cost(endpoint, &headers, body.as_bytes());
+        println!(
+            "{name}: body {} KiB, peak {} KiB parsing ({:.1}x the body), {} allocations",
+            kib(body.len()),
+            kib(cost.peak),
+            cost.peak as f64 / body.len() as f64,
+            cost.allocations
+        );
+        let (small, large) = (small.expect("sample parses"), large.expect("body parses"));
+        assert_eq!(large.len(), 1, "{name}");
+        assert_eq!(
+            large[0].kind, small[0].kind,
+            "{name}: same event as the sample"
+        );
+        assert_eq!(large[0].entity_id, small[0].entity_id, "{name}");
+        assert_eq!(
+            large[0].payload.get(),
+            body.trim(),
+            "{name}: the body is the payload"
+        );
+        // The payload is a copy of the body; a tree of it would add 16 times the body.
+        if cost.peak >= 2 * body.len() {
+            over.push(format!("{name}: {} bytes for {}", cost.peak, body.len()));
+        }
+    }
+    // A body of nothing but top-level keys: they are not all kept either.
+    let mailship = config
+        .endpoints
+        .iter()
+        .find(|e| e.name == "mailship-cz")
+        .expect("endpoint");
+    let head = r#"{"id":"m1","orderNumber":"o1","status":"delivered","#;
+    let fill = |entry: &dyn Fn(usize) -> String| {
+        let mut body = head.to_string();
+        let mut i = 0;
+        while body.len() + entry(i).len() + 8 < MIB {
+            body.push_str(&entry(i));
+            i += 1;
+        }
+        body.push_str(r#""end":0}"#);
+        body
+    };
+    for (name, body) in [
+        (
+            "mailship, distinct keys",
+            fill(&|i| format!(r#""k{i}":0,"#)),
+        ),
+        (
+            "mailship, one key repeated",
+            fill(&|_| r#""":0,"#.to_string()),
+        ),
+    ] {
+        let (events, cost) = parse_cost(mailship, &http::HeaderMap::new(), body.as_bytes());
+        println!(
+            "{name}: body {} KiB, peak {} KiB parsing ({:.1}x the body), {} allocations",
+            kib(body.len()),
+            kib(cost.peak),
+            cost.peak as f64 / body.len() as f64,
+            cost.allocations
+        );
+        let events = events.expect("body parses");
+        assert_eq!(events[0].kind, "order.status_changed", "{name}");
+        assert_eq!(events[0].entity_id.as_deref(), Some("o1"), "{name}");
+        if cost.peak >= 2 * body.len() {
+            over.push(format!("{name}: {} bytes for {}", cost.peak, body.len()));
+        }
+    }
+    assert!(over.is_empty(), "peak over twice the body: {over:?}");
+}
+
+/// Allocations and bytes of one parse of each bundled single-event sample, and the mean time of
+/// a parse (meaningful in a release build), for docs/BENCHMARKS.md: `cargo nextest run
+/// --cargo-profile release --test bad_input single_event_samples_parse_cost --run-ignored only
+/// --no-capture`.
+#[test]
+#[ignore = "prints figures for the docs"]
+fn single_event_samples_parse_cost() {
+    let config = parse_config();
+    const ROUNDS: u32 = 20_000;
+    let mut all = (0, 0, 0.0);
+    let samples = single_event_samples(&config);
+    for (name, endpoint, headers, body) in &samples {
+        // Once first, so that nothing initialised on the first call is counted.
+        let _ = parse_cost(endpoint, headers, body);
+        let (parsed, cost) = parse_cost(endpoint, headers, body);
+        let events = parsed.expect("sample parses");
+        assert_eq!(events.len(), 1, "{name}");
+        let start = std::time::Instant::now();
+        for _ in 0..ROUNDS {
+            let _ = std::hint::black_box(parse_cost(endpoint, headers, std::hint::black_box(body)));
+        }
+        let micros = start.elapsed().as_secs_f64() * 1e6 / f64::from(ROUNDS);
+        println!(
+            "{name:28} {:>5} bytes: {:>3} allocations, {:>6} bytes allocated, peak {:>6} bytes, \
+             {micros:.2} µs",
+            body.len(),
+            cost.allocations,
+            cost.bytes,
+            cost.peak
+        );
+        all = (all.0 + cost.allocations, all.1 + cost.bytes, all.2 + micros);
+    }
+    let n = samples.len() as f64;
+    println!(
+        "mean over {} samples: {:.1} allocations, {:.0} bytes allocated, {:.2} µs per parse",
+        samples.len(),
+        all.0 as f64 / n,
+        all.1 as f64 / n,
+        all.2 / n
+    );
 }

@@ -219,16 +219,8 @@ pub struct Inbound<'a> {
     pub body: &'a [u8],
 }
 
-/// Parse `body` as JSON, keeping the raw text (for `payload`) and a value (for fields).
-pub fn parse_json(body: &[u8]) -> Result<(Box<RawValue>, Value), ParseError> {
-    let raw: Box<RawValue> =
-        serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
-    let value: Value =
-        serde_json::from_str(raw.get()).map_err(|e| ParseError::NotJson(e.to_string()))?;
-    Ok((raw, value))
-}
-
-/// String at a JSON pointer, accepting numbers too (ids are often numeric).
+/// String at a JSON pointer, accepting numbers too (ids are often numeric). For a part already
+/// parsed into a `Value` (an isendu batch element); a whole body is read with `json::Doc`.
 pub fn str_at(value: &Value, pointer: &str) -> Option<String> {
     match value.pointer(pointer)? {
         Value::String(s) => Some(s.clone()),

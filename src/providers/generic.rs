@@ -16,13 +16,8 @@
 //!
 //! Generic events carry no canonical status (`status: null`): there is no table to map with.
 
-use serde_json::Value;
-use serde_json::value::RawValue;
-
-use super::json::{self, ArrayError};
-use super::{
-    Batch, Event, Inbound, MAX_EVENTS_PER_REQUEST, ParseError, Parsed, hash_hex, parse_json, str_at,
-};
+use super::json::{self, ArrayError, Doc};
+use super::{Batch, Event, Inbound, MAX_EVENTS_PER_REQUEST, ParseError, Parsed, hash_hex};
 use super::{Checked, OptionProblem, Options, Provider, Sample};
 use super::samples::sample_file;
 
@@ -204,13 +199,13 @@ pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
             .map(str::to_string)
     });
     let Some(split) = cfg.split_pointer.as_deref().filter(|p| !p.is_empty()) else {
-        let (raw, value) = parse_json(inbound.body)?;
+        let doc = Doc::parse(inbound.body)?;
         let ctx = Context {
             inbound,
             body: Fallback::default(),
             header_event,
         };
-        return Ok(Parsed::Events(vec![ctx.event(raw, &value, false)]));
+        return Ok(Parsed::Events(vec![ctx.event(&doc, false)]));
     };
     // A batch: no tree of the whole body. It is checked as `Value` would be, the array's
     // elements are kept as slices of it, counted as they are read, and each is parsed alone.
@@ -247,8 +242,7 @@ pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
     let size = elements.items.len();
     let mut events = Vec::with_capacity(size);
     for (index, element) in elements.items.into_iter().enumerate() {
-        let element_value: Value = serde_json::from_str(element.get()).unwrap_or(Value::Null);
-        let mut event = ctx.event(element.to_owned(), &element_value, true);
+        let mut event = ctx.event(&Doc::of(element), true);
         event.batch = Some(Batch { index, size });
         events.push(event);
     }
@@ -270,13 +264,15 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
-    fn event(&self, raw: Box<RawValue>, element: &Value, split: bool) -> Event {
+    /// The event of one body, or of one element of a split body.
+    fn event(&self, element: &Doc<'_>, split: bool) -> Event {
         let cfg = own(self.inbound.options);
         let fallback = |v: &Option<String>| if split { v.clone() } else { None };
+        let raw = element.payload();
         let name = cfg
             .event_pointer
             .as_deref()
-            .and_then(|p| str_at(element, p))
+            .and_then(|p| element.str_at(p))
             .or_else(|| fallback(&self.body.event))
             .filter(|n| !n.is_empty())
             .or_else(|| self.header_event.clone());
@@ -285,14 +281,14 @@ impl Context<'_> {
         };
         // The event name is part of the key: with `event_header`, two different events may
         // carry the same body.
-        let key = match cfg.id_pointer.as_deref().and_then(|p| str_at(element, p)) {
+        let key = match cfg.id_pointer.as_deref().and_then(|p| element.str_at(p)) {
             Some(id) => format!("{kind}:id:{id}"),
             None => format!("{kind}:hash:{}", hash_hex(raw.get().as_bytes())),
         };
         let entity_id = cfg
             .entity_id_pointer
             .as_deref()
-            .and_then(|p| str_at(element, p))
+            .and_then(|p| element.str_at(p))
             .or_else(|| fallback(&self.body.entity_id));
         let mut event = Event::new(name, kind, key, raw);
         event.entity_id = entity_id;

@@ -262,7 +262,7 @@ impl<'de> Visitor<'de> for TopVisitor<'_, 'de> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(json::Borrowed(key)) = map.next_key()? {
             let slot = match key.as_ref() {
                 "order" => &mut self.top.order,
                 "tracking" => &mut self.top.tracking,

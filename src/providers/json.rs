@@ -1,22 +1,25 @@
-//! JSON without a tree: a body is checked the way `serde_json::Value` would parse it, and batch
-//! arrays are cut into borrowed raw elements, counted while deserializing.
+//! JSON without a tree: a body is checked the way `serde_json::Value` would parse it, then read
+//! as slices of its text: batch arrays cut into borrowed raw elements, counted while
+//! deserializing ([`Elements`]), and a single event's fields looked up by pointer ([`Doc`]).
 //!
 //! A `Value` of a 1 MiB body of small elements takes many times the body's size (every number,
-//! string and container is a 32-byte `Value` plus its own allocation), so batches are never
-//! parsed whole: [`validate`] walks the body once building nothing, and [`counted_array`] keeps
-//! each element as a `&RawValue` (a slice of the body), stopping at the first element past the
-//! limit. Each element is then parsed on its own by the provider.
+//! string and container is a 32-byte `Value` plus its own allocation), so no body is parsed
+//! whole: [`validate`] walks the body once building nothing; [`Elements`] keeps each element as a
+//! `&RawValue` (a slice of the body), stopping at the first element past the limit, and each
+//! element is then read on its own by the provider; [`Doc`] reads only the path to each field.
 //!
 //! `RawValue` alone is not enough: serde_json skips a raw value's content without its recursion
 //! limit (128 levels) or its number-range check, so a body `Value` refuses (`[[[…]]]` 100,000
 //! deep, `1e999999`) would pass as raw elements and reach consumers. [`validate`] goes through
 //! `deserialize_any` like `Value` does, so it accepts exactly what `Value` accepts.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 
 use serde::Deserializer;
 use serde::de::{self, Deserialize, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::ParseError;
@@ -242,53 +245,176 @@ impl<'de, 'e> Visitor<'de> for ElementsSeed<'e, 'de> {
     }
 }
 
+/// A body of one event: checked once as `Value` would parse it, then read lazily. Its text is
+/// the payload; fields are looked up by JSON pointer without building a tree. The top-level
+/// entries are cut once into borrowed slices (a key and a `&RawValue` each, 40 bytes per key, up
+/// to [`MAX_KEPT_KEYS`]; an object with more is searched again at each lookup instead); deeper
+/// levels are read from the slice on the path only, and a scalar is read alone.
+///
+/// A `Value` of the body would take 13 to 30 times its size and an allocation per string and
+/// container; a `Doc` takes the payload's copy of the body and one small vector.
+///
+/// Fields are found where `Value::pointer` finds them, with one exception: an object whose only
+/// key is serde_json's private raw-value token ([`validate`] follows `Value` in checking its
+/// string as JSON) is read as the object it is, not as the JSON inside the string — as
+/// [`raw_at`] reads batch elements; the payload is the same either way.
+pub struct Doc<'a> {
+    /// The body's JSON value (without the whitespace around it).
+    whole: &'a RawValue,
+    /// The top-level entries, in order, when the body is an object (duplicates kept: lookups
+    /// take the last, as `Value` does); `None` when it has more than [`MAX_KEPT_KEYS`].
+    entries: Option<Vec<(Cow<'a, str>, &'a RawValue)>>,
+}
+
+/// Most top-level entries a [`Doc`] keeps (5 KiB): webhook bodies have a few dozen keys, and a
+/// body of a hundred thousand tiny keys must not cost several times its size.
+pub const MAX_KEPT_KEYS: usize = 128;
+
+impl<'a> Doc<'a> {
+    /// Check `body` ([`validate`]: refused as `ParseError::NotJson` exactly when `Value` would
+    /// refuse it) and cut its top level.
+    pub fn parse(body: &'a [u8]) -> Result<Self, ParseError> {
+        let text = validate(body)?;
+        let whole: &'a RawValue =
+            serde_json::from_str(text).map_err(|e| ParseError::NotJson(e.to_string()))?;
+        Ok(Self::of(whole))
+    }
+
+    /// A part of a body already [`validate`]d as a whole (a batch element).
+    pub fn of(whole: &'a RawValue) -> Self {
+        let entries = if whole.get().starts_with('{') {
+            // Fails past `MAX_KEPT_KEYS` (the text is checked: for no other reason).
+            serde_json::from_str::<RawEntries<'a>>(whole.get())
+                .map(|e| e.0)
+                .ok()
+        } else {
+            Some(Vec::new())
+        };
+        Self { whole, entries }
+    }
+
+    /// The body's text, for the event's payload (a copy, not parsed again).
+    pub fn payload(&self) -> Box<RawValue> {
+        self.whole.to_owned()
+    }
+
+    /// Whether the body is a JSON object.
+    pub fn is_object(&self) -> bool {
+        self.whole.get().starts_with('{')
+    }
+
+    /// The raw value of the top-level key `key` (the last of duplicates, as in `Value`), `null`
+    /// included; `None` when absent or when the body is not an object.
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        match &self.entries {
+            Some(entries) => entries
+                .iter()
+                .rev()
+                .find(|(k, _)| k.as_ref() == key)
+                .map(|(_, v)| *v),
+            None => member(self.whole.get(), key),
+        }
+    }
+
+    /// The raw text at `pointer` (RFC 6901), as `Value::pointer` would find it.
+    pub fn raw_at(&self, pointer: &str) -> Option<&'a RawValue> {
+        if pointer.is_empty() {
+            return Some(self.whole);
+        }
+        let mut tokens = pointer.strip_prefix('/')?.split('/');
+        let first = unescape(tokens.next()?);
+        let mut current = if self.is_object() {
+            self.get(&first)?
+        } else {
+            step(self.whole, &first)?
+        };
+        for token in tokens {
+            current = step(current, &unescape(token))?;
+        }
+        Some(current)
+    }
+
+    /// The string or number at `pointer`, as text (numbers are ids often enough): a string is
+    /// itself, escapes resolved; a number its `Value` text; anything else `None`.
+    pub fn str_at(&self, pointer: &str) -> Option<String> {
+        scalar(self.raw_at(pointer)?)
+    }
+
+    /// The value at `pointer` parsed on its own, for a small part an event keeps as JSON (a
+    /// location, a map of changes).
+    pub fn value_at(&self, pointer: &str) -> Option<Value> {
+        serde_json::from_str(self.raw_at(pointer)?.get()).ok()
+    }
+}
+
+/// A pointer token with `~1` and `~0` resolved (in that order, as RFC 6901 says).
+fn unescape(token: &str) -> Cow<'_, str> {
+    if token.contains('~') {
+        Cow::Owned(token.replace("~1", "/").replace("~0", "~"))
+    } else {
+        Cow::Borrowed(token)
+    }
+}
+
+/// One pointer step into the raw value `current`: an object's member `token` (the last of
+/// duplicates), or an array's element at index `token`.
+fn step<'a>(current: &'a RawValue, token: &str) -> Option<&'a RawValue> {
+    let text: &'a str = current.get();
+    match text.as_bytes().first() {
+        Some(b'{') => member(text, token),
+        Some(b'[') => {
+            // `Value::pointer`'s index rules: no sign, no leading zero.
+            if token.starts_with('+') || (token.starts_with('0') && token.len() > 1) {
+                return None;
+            }
+            nth_element(text, token.parse().ok()?)
+        }
+        _ => None,
+    }
+}
+
 /// The raw text at `pointer` (RFC 6901) inside the JSON text `text`, borrowed from it. Each
-/// level is read as a map or array of raw values; nothing is copied.
+/// level is read for the one member or element on the path; nothing is copied.
 pub fn raw_at<'a>(text: &'a str, pointer: &str) -> Option<&'a RawValue> {
     let whole: &'a RawValue = serde_json::from_str(text).ok()?;
     if pointer.is_empty() {
         return Some(whole);
     }
-    let rest = pointer.strip_prefix('/')?;
     let mut current = whole;
-    for token in rest.split('/') {
-        let token = token.replace("~1", "/").replace("~0", "~");
-        let text: &'a str = current.get();
-        current = match text.as_bytes().first() {
-            Some(b'{') => {
-                // Duplicate keys: the last wins, as in `Value`.
-                let map: Vec<(std::borrow::Cow<'a, str>, &'a RawValue)> =
-                    serde_json::from_str::<RawEntries<'a>>(text).ok()?.0;
-                map.into_iter().rev().find(|(k, _)| *k == token)?.1
-            }
-            Some(b'[') => {
-                if token.starts_with('+') || (token.starts_with('0') && token.len() > 1) {
-                    return None;
-                }
-                let index: usize = token.parse().ok()?;
-                nth_element(text, index)?
-            }
-            _ => return None,
-        };
+    for token in pointer.strip_prefix('/')?.split('/') {
+        current = step(current, &unescape(token))?;
     }
     Some(current)
 }
 
-/// The string or number at `pointer` in the JSON text `text` (like [`super::str_at`] on its
-/// `Value`), without parsing anything but the path to it and the scalar itself.
+/// The string or number at `pointer` in the JSON text `text` (like [`Doc::str_at`]), without
+/// parsing anything but the path to it and the scalar itself.
 pub fn scalar_at(text: &str, pointer: &str) -> Option<String> {
-    let raw = raw_at(text, pointer)?.get();
-    match raw.as_bytes().first()? {
-        b'"' => serde_json::from_str::<String>(raw).ok(),
-        b'-' | b'0'..=b'9' => serde_json::from_str::<serde_json::Number>(raw)
+    scalar(raw_at(text, pointer)?)
+}
+
+/// The text of a raw JSON string, escapes resolved; `None` for anything else.
+pub fn string(raw: &RawValue) -> Option<String> {
+    if raw.get().starts_with('"') {
+        serde_json::from_str(raw.get()).ok()
+    } else {
+        None
+    }
+}
+
+/// A raw string or number as text (see [`Doc::str_at`]).
+fn scalar(raw: &RawValue) -> Option<String> {
+    match raw.get().as_bytes().first()? {
+        b'"' => string(raw),
+        b'-' | b'0'..=b'9' => serde_json::from_str::<serde_json::Number>(raw.get())
             .ok()
             .map(|n| n.to_string()),
         _ => None,
     }
 }
 
-/// An object's entries in order, values kept raw.
-struct RawEntries<'a>(Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
+/// An object's entries in order, values kept raw; an error past [`MAX_KEPT_KEYS`].
+struct RawEntries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
 impl<'de> Deserialize<'de> for RawEntries<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -299,8 +425,13 @@ impl<'de> Deserialize<'de> for RawEntries<'de> {
                 f.write_str("an object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                // Room for the keys of most webhook bodies in one allocation.
+                let mut entries =
+                    Vec::with_capacity(map.size_hint().unwrap_or(16).min(MAX_KEPT_KEYS));
+                while let Some(Borrowed(key)) = map.next_key()? {
+                    if entries.len() == MAX_KEPT_KEYS {
+                        return Err(de::Error::custom("too many keys to keep"));
+                    }
                     entries.push((key, map.next_value::<&'de RawValue>()?));
                 }
                 Ok(RawEntries(entries))
@@ -308,6 +439,77 @@ impl<'de> Deserialize<'de> for RawEntries<'de> {
         }
         deserializer.deserialize_map(V)
     }
+}
+
+/// A string (a map key) borrowed from the text when it has no escapes: serde's own `Cow<str>`
+/// always copies.
+pub struct Borrowed<'a>(pub Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Borrowed<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Borrowed<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Borrowed(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Borrowed(Cow::Owned(s.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+/// Whether a map key is the given one, read without keeping it.
+struct KeyIs<'k>(&'k str);
+
+impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<bool, E> {
+        Ok(s == self.0)
+    }
+}
+
+/// The member `key` of the JSON object `text` (the last of duplicates, as in `Value`), the
+/// others skipped without keeping anything.
+fn member<'a>(text: &'a str, key: &str) -> Option<&'a RawValue> {
+    struct Member<'k>(&'k str);
+    impl<'de> Visitor<'de> for Member<'_> {
+        type Value = Option<&'de RawValue>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(is) = map.next_key_seed(KeyIs(self.0))? {
+                if is {
+                    found = Some(map.next_value::<&'de RawValue>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_map(Member(key)).ok().flatten()
 }
 
 /// The `index`th element of the JSON array `text`, skipping the ones before it.
@@ -421,6 +623,108 @@ mod tests {
                 crate::providers::str_at(&value, pointer),
                 "{pointer}"
             );
+        }
+    }
+
+    /// `Doc` finds what `Value::pointer` finds, at the top level (cut once) and below it.
+    #[test]
+    fn doc_agrees_with_value_pointer() {
+        let bodies = [
+            r#" {"a/b":{"c~d":[ 1 , {"x" : true} ]},"k":1,"k":"last","n":-1.5e3,"e":"\u00e9\n",
+               "z":null,"o":{"i":{"j":"deep"},"i":{"j":"later"}},"big":18446744073709551615} "#,
+            r#"[{"id":7},"two",3]"#,
+            r#""just a string""#,
+            "-0",
+            "1e300",
+            r#"{"\u0061":"escaped key","a~b":1,"":{"":"empty"}}"#,
+        ];
+        let pointers = [
+            "",
+            "/k",
+            "/n",
+            "/e",
+            "/z",
+            "/big",
+            "/a~1b",
+            "/a~1b/c~0d/1",
+            "/a~1b/c~0d/1/x",
+            "/a~1b/c~0d/01",
+            "/a~1b/c~0d/+1",
+            "/a~1b/c~0d/2",
+            "/a~1b/c~0d/-1",
+            "/o/i/j",
+            "/o/i",
+            "/nope",
+            "nope",
+            "/0",
+            "/0/id",
+            "/1",
+            "/2",
+            "/3",
+            "/00",
+            "/a",
+            "/a~0b",
+            "/",
+            "//",
+            "/k/0",
+        ];
+        for body in bodies {
+            let value: Value = serde_json::from_str(body).unwrap();
+            let doc = Doc::parse(body.as_bytes()).unwrap();
+            assert_eq!(doc.payload().get(), body.trim(), "{body}");
+            assert_eq!(doc.is_object(), value.is_object(), "{body}");
+            for pointer in pointers {
+                assert_eq!(
+                    doc.str_at(pointer),
+                    crate::providers::str_at(&value, pointer),
+                    "{body} {pointer}"
+                );
+                assert_eq!(
+                    doc.value_at(pointer).as_ref(),
+                    value.pointer(pointer),
+                    "{body} {pointer}"
+                );
+            }
+        }
+        // More keys than are kept: each lookup reads the object again, with the same answers.
+        let many = format!(
+            r#"{{"id":"first",{}"id":"last","z":{{"id":7}}}}"#,
+            (0..MAX_KEPT_KEYS)
+                .map(|i| format!(r#""k{i}":{i},"#))
+                .collect::<String>()
+        );
+        let value: Value = serde_json::from_str(&many).unwrap();
+        let doc = Doc::parse(many.as_bytes()).unwrap();
+        assert!(doc.entries.is_none());
+        for pointer in ["/id", "/k0", "/k127", "/k128", "/z/id", "/z", ""] {
+            assert_eq!(
+                doc.str_at(pointer),
+                crate::providers::str_at(&value, pointer),
+                "{pointer}"
+            );
+        }
+        let doc = Doc::parse(bodies[0].as_bytes()).unwrap();
+        assert_eq!(doc.get("k").map(RawValue::get), Some(r#""last""#));
+        assert_eq!(doc.get("z").map(RawValue::get), Some("null"));
+        assert!(doc.get("nope").is_none());
+        assert!(Doc::parse(b"[1]").unwrap().get("0").is_none());
+    }
+
+    /// `Doc::parse` refuses exactly what `Value` refuses, as `NotJson`.
+    #[test]
+    fn doc_refuses_what_value_refuses() {
+        let deep = format!("{}{}", "[".repeat(129), "]".repeat(129));
+        for body in [
+            &b""[..],
+            b"{",
+            b"{\"a\":1,}",
+            b"1e999",
+            b"\"\xff\"",
+            b"{} x",
+            deep.as_bytes(),
+        ] {
+            assert!(serde_json::from_slice::<Value>(body).is_err());
+            assert!(matches!(Doc::parse(body), Err(ParseError::NotJson(_))));
         }
     }
 }

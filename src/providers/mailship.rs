@@ -23,9 +23,10 @@
 //! own id, a later status change still gets a new envelope id instead of being taken for a retry.
 //! A body without `id`, or that fits no shape, is published as `mailship.unrecognized`.
 
-use serde_json::{Map, Value};
+use serde_json::Map;
 
-use super::{Event, Inbound, ParseError, Parsed, Status, parse_json, str_at};
+use super::json::Doc;
+use super::{Event, Inbound, ParseError, Parsed, Status};
 use super::{Checked, OptionProblem, Options, Provider, Sample, options_of};
 use super::samples::sample_file;
 use crate::auth::AuthConfig;
@@ -168,19 +169,20 @@ impl MailshipEvent {
         }
     }
 
-    /// Recognise the event by the fields present.
-    fn by_shape(v: &Map<String, Value>) -> Option<Self> {
-        if v.contains_key("newStatus") {
+    /// Recognise the event by the top-level fields present (`null` counts as present).
+    fn by_shape(doc: &Doc<'_>) -> Option<Self> {
+        let has = |key| doc.get(key).is_some();
+        if has("newStatus") {
             Some(Self::StockAdvice)
-        } else if v.contains_key("changes") {
+        } else if has("changes") {
             Some(Self::ProductStock)
-        } else if v.contains_key("orderNumber") {
-            if v.contains_key("status") {
+        } else if has("orderNumber") {
+            if has("status") {
                 Some(Self::ExpeditionStatus)
             } else {
                 Some(Self::ExpeditionBooked)
             }
-        } else if v.contains_key("productSku") || v.contains_key("internalSku") {
+        } else if has("productSku") || has("internalSku") {
             Some(Self::ProductChange)
         } else {
             None
@@ -208,43 +210,44 @@ pub fn expedition_status(s: &str) -> Status {
 }
 
 pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
-    let (raw, value) = parse_json(inbound.body)?;
+    let doc = Doc::parse(inbound.body)?;
     let fixed = own(inbound.options).event.as_deref();
-    let (Value::Object(map), Some(id)) = (&value, str_at(&value, "/id")) else {
-        return Ok(Parsed::Events(vec![Event::unrecognized(
+    let unrecognized = || {
+        Ok(Parsed::Events(vec![Event::unrecognized(
             fixed.unwrap_or(""),
-            raw,
-        )]));
+            doc.payload(),
+        )]))
+    };
+    let (true, Some(id)) = (doc.is_object(), doc.str_at("/id")) else {
+        return unrecognized();
     };
     let kind = match fixed {
         Some(name) => MailshipEvent::from_name(name),
-        None => MailshipEvent::by_shape(map),
+        None => MailshipEvent::by_shape(&doc),
     };
     let Some(kind) = kind else {
-        return Ok(Parsed::Events(vec![Event::unrecognized(
-            fixed.unwrap_or(""),
-            raw,
-        )]));
+        return unrecognized();
     };
     let entity_id = match kind {
         MailshipEvent::ExpeditionStatus | MailshipEvent::ExpeditionBooked => {
-            str_at(&value, "/orderNumber")
+            doc.str_at("/orderNumber")
         }
-        MailshipEvent::ProductStock | MailshipEvent::ProductChange => str_at(&value, "/productSku")
-            .or_else(|| str_at(&value, "/internalSku"))
-            .or_else(|| str_at(&value, "/productId")),
-        MailshipEvent::StockAdvice => str_at(&value, "/internalId"),
+        MailshipEvent::ProductStock | MailshipEvent::ProductChange => doc
+            .str_at("/productSku")
+            .or_else(|| doc.str_at("/internalSku"))
+            .or_else(|| doc.str_at("/productId")),
+        MailshipEvent::StockAdvice => doc.str_at("/internalId"),
     };
     let provider_status = match kind {
-        MailshipEvent::ExpeditionStatus => str_at(&value, "/status"),
-        MailshipEvent::StockAdvice => str_at(&value, "/newStatus"),
+        MailshipEvent::ExpeditionStatus => doc.str_at("/status"),
+        MailshipEvent::StockAdvice => doc.str_at("/newStatus"),
         _ => None,
     };
     let natural_key = match &provider_status {
         Some(s) => format!("{id}:{s}"),
         None => id,
     };
-    let mut event = Event::new(kind.name(), kind.kind(), natural_key, raw);
+    let mut event = Event::new(kind.name(), kind.kind(), natural_key, doc.payload());
     event.entity = Some(kind.entity().into());
     event.entity_id = entity_id;
     event.status = match kind {
@@ -257,12 +260,13 @@ pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
         _ => None,
     };
     event.provider_status = provider_status;
-    event.occurred_at = str_at(&value, "/timestamp");
+    event.occurred_at = doc.str_at("/timestamp");
+    // Only `changes` is parsed into a `Value`: the event carries it as JSON.
     if kind == MailshipEvent::ProductStock
-        && let Some(changes) = map.get("changes")
+        && let Some(changes) = doc.value_at("/changes")
     {
         let mut extra = Map::new();
-        extra.insert("changes".into(), changes.clone());
+        extra.insert("changes".into(), changes);
         event.extra = Some(extra);
     }
     Ok(Parsed::Events(vec![event]))

@@ -19,8 +19,7 @@ pub mod samples;
 
 pub use self::event::{
     Batch, Event, Inbound, MAX_EVENTS_PER_REQUEST, Options, OptionsDeserializer, OptionsError,
-    ParseError, Parsed, ProviderOptions, Status, UNRECOGNIZED, hash_hex, options_of, parse_json,
-    str_at,
+    ParseError, Parsed, ProviderOptions, Status, UNRECOGNIZED, hash_hex, options_of, str_at,
 };
 pub use self::samples::Sample;
 

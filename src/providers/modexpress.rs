@@ -1,7 +1,8 @@
 //! Modexpress Saleskit outbound-order webhooks: `Authorization: Bearer <secret>`, one event per
 //! request, `shp.status.update` / `order.status.update` → `modexpress.order.status_changed`.
 
-use super::{Event, Inbound, ParseError, Parsed, Status, parse_json, str_at};
+use super::json::{self, Doc};
+use super::{Event, Inbound, ParseError, Parsed, Status};
 use super::{Provider, Sample};
 use super::samples::sample_file;
 use crate::auth::AuthConfig;
@@ -45,24 +46,30 @@ pub fn status(id: &str) -> Status {
 }
 
 pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
-    let (raw, value) = parse_json(inbound.body)?;
+    let doc = Doc::parse(inbound.body)?;
     // The documentation says `action` defaults to order.status.update when absent.
-    let action = match value.get("action") {
-        None | Some(serde_json::Value::Null) => "order.status.update".to_string(),
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(_) => return Ok(Parsed::Events(vec![Event::unrecognized("", raw)])),
+    let action = match doc.get("action") {
+        None => "order.status.update".to_string(),
+        Some(action) if action.get() == "null" => "order.status.update".to_string(),
+        Some(action) => match json::string(action) {
+            Some(s) => s,
+            None => return Ok(Parsed::Events(vec![Event::unrecognized("", doc.payload())])),
+        },
     };
-    let order_id = str_at(&value, "/payload/Id");
-    let status_id = str_at(&value, "/payload/ProcessingStatus/Id");
+    let order_id = doc.str_at("/payload/Id");
+    let status_id = doc.str_at("/payload/ProcessingStatus/Id");
     let known = matches!(action.as_str(), "shp.status.update" | "order.status.update");
     let (Some(order_id), Some(status_id), true) = (order_id, status_id, known) else {
-        return Ok(Parsed::Events(vec![Event::unrecognized(action, raw)]));
+        return Ok(Parsed::Events(vec![Event::unrecognized(
+            action,
+            doc.payload(),
+        )]));
     };
     let mut event = Event::new(
         action,
         "order.status_changed",
         format!("{order_id}:{status_id}"),
-        raw,
+        doc.payload(),
     );
     event.entity = Some("order".into());
     event.entity_id = Some(order_id);

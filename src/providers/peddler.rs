@@ -1,7 +1,8 @@
 //! Peddler shipment webhooks: `x-webhook-shared-token: <secret>`; every body →
 //! `peddler.shipment.status_changed`. Natural key: `id` + `status` + `ts`.
 
-use super::{Event, Inbound, ParseError, Parsed, Status, parse_json, str_at};
+use super::json::Doc;
+use super::{Event, Inbound, ParseError, Parsed, Status};
 use super::{Provider, Sample};
 use super::samples::sample_file;
 use crate::auth::AuthConfig;
@@ -57,24 +58,24 @@ pub fn status(s: &str) -> Status {
 }
 
 pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
-    let (raw, value) = parse_json(inbound.body)?;
-    let (Some(id), Some(provider_status)) = (str_at(&value, "/id"), str_at(&value, "/status"))
-    else {
-        return Ok(Parsed::Events(vec![Event::unrecognized("", raw)]));
+    let doc = Doc::parse(inbound.body)?;
+    let (Some(id), Some(provider_status)) = (doc.str_at("/id"), doc.str_at("/status")) else {
+        return Ok(Parsed::Events(vec![Event::unrecognized("", doc.payload())]));
     };
-    let ts = str_at(&value, "/ts");
+    let ts = doc.str_at("/ts");
     let mut event = Event::new(
         "shipment.status",
         "shipment.status_changed",
         format!("{id}:{provider_status}:{}", ts.as_deref().unwrap_or("")),
-        raw,
+        doc.payload(),
     );
     event.entity = Some("shipment".into());
     event.entity_id = Some(id);
     event.status = Some(status(&provider_status));
     event.provider_status = Some(provider_status);
-    event.tracking_number = str_at(&value, "/carrierTrackingNumber");
-    event.location = value.get("location").filter(|l| !l.is_null()).cloned();
+    event.tracking_number = doc.str_at("/carrierTrackingNumber");
+    // Only this part is parsed into a `Value`: the event keeps it as JSON.
+    event.location = doc.value_at("/location").filter(|l| !l.is_null());
     event.occurred_at = ts;
     Ok(Parsed::Events(vec![event]))
 }

@@ -2,7 +2,8 @@
 //! body; `order.status_updated` → `wegocod.order.status_changed`. The natural key is
 //! `order.reference` + `new_status`, as WeGoCOD itself recommends for de-duplication.
 
-use super::{Event, Inbound, ParseError, Parsed, Status, parse_json, str_at};
+use super::json::Doc;
+use super::{Event, Inbound, ParseError, Parsed, Status, str_at};
 use super::{Provider, Sample};
 use super::samples::sample_file;
 use crate::auth::{AuthConfig, HmacAlgorithm, MacEncoding};
@@ -67,8 +68,9 @@ pub fn status(s: &str) -> Status {
 }
 
 pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
-    let (raw, value) = parse_json(inbound.body)?;
-    let event_name = str_at(&value, "/event")
+    let doc = Doc::parse(inbound.body)?;
+    let event_name = doc
+        .str_at("/event")
         .or_else(|| {
             inbound
                 .headers
@@ -77,26 +79,29 @@ pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
                 .map(str::to_string)
         })
         .unwrap_or_default();
-    let reference = str_at(&value, "/order/reference");
-    let new_status = str_at(&value, "/order/new_status");
+    let reference = doc.str_at("/order/reference");
+    let new_status = doc.str_at("/order/new_status");
     let (true, Some(reference), Some(new_status)) =
         (event_name == "order.status_updated", reference, new_status)
     else {
-        return Ok(Parsed::Events(vec![Event::unrecognized(event_name, raw)]));
+        return Ok(Parsed::Events(vec![Event::unrecognized(
+            event_name,
+            doc.payload(),
+        )]));
     };
     let mut event = Event::new(
         event_name,
         "order.status_changed",
         format!("{reference}:{new_status}"),
-        raw,
+        doc.payload(),
     );
     event.entity = Some("order".into());
     event.entity_id = Some(reference);
     event.status = Some(status(&new_status));
     event.provider_status = Some(new_status);
-    event.previous_status = str_at(&value, "/order/old_status");
-    event.tracking_number = str_at(&value, "/order/tracking_number");
-    event.occurred_at = str_at(&value, "/timestamp");
+    event.previous_status = doc.str_at("/order/old_status");
+    event.tracking_number = doc.str_at("/order/tracking_number");
+    event.occurred_at = doc.str_at("/timestamp");
     Ok(Parsed::Events(vec![event]))
 }
 
