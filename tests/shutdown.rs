@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::load::{self, metric};
-use common::proxy::{CutOff, Mode, Proxy};
+use common::proxy::{Mode, Proxy, cut_off};
 use common::*;
 
 fn sigterm(bridge: &Bridge) {
@@ -95,12 +95,7 @@ async fn sigterm_mid_load_exits_0_and_every_acked_event_arrives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_with_broker_down_exits_0_and_keeps_the_spool_for_the_next_start() {
-    let CutOff {
-        proxy,
-        opts,
-        mut bridge,
-        mut consumer,
-    } = CutOff::start().await;
+    let (proxy, opts, mut bridge, mut consumer) = cut_off(|_| {}).await;
     let report = load::run(
         &bridge,
         "termspool",

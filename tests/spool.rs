@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use common::load::{self, metric, wait_metric};
-use common::proxy::CutOff;
+use common::proxy::cut_off;
 use common::*;
 
 fn segments(bridge: &Bridge) -> Vec<std::path::PathBuf> {
@@ -25,12 +25,7 @@ fn segments(bridge: &Bridge) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn spooled_events_survive_sigkill_and_torn_tail_and_drain_in_order() {
-    let CutOff {
-        proxy,
-        opts,
-        mut bridge,
-        mut consumer,
-    } = CutOff::start().await;
+    let (proxy, opts, mut bridge, mut consumer) = cut_off(|_| {}).await;
 
     // Sequential, so the spool order is the send order.
     let n = 300;
@@ -120,12 +115,7 @@ async fn spooled_events_survive_sigkill_and_torn_tail_and_drain_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_during_drain_loses_nothing() {
-    let CutOff {
-        proxy,
-        opts,
-        mut bridge,
-        mut consumer,
-    } = CutOff::start().await;
+    let (proxy, opts, mut bridge, mut consumer) = cut_off(|_| {}).await;
 
     let n = 2000;
     let report = load::run(

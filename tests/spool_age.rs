@@ -7,19 +7,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::load::{self, metric, wait_metric};
-use common::proxy::CutOff;
+use common::proxy::cut_off;
 use common::*;
 
 const AGE: &str = "webhook_bridge_spool_oldest_event_age_seconds";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oldest_spooled_event_age_grows_while_cut_off_and_is_zero_once_drained() {
-    let CutOff {
-        proxy,
-        bridge,
-        mut consumer,
-        ..
-    } = CutOff::start().await;
+    let (proxy, _, bridge, mut consumer) = cut_off(|_| {}).await;
     assert_eq!(metric(&bridge.metrics().await, AGE), Some(0.0), "empty");
 
     let first_sent = Instant::now();

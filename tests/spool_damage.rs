@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use common::load::{self, metric, wait_metric, wegocod_body};
-use common::proxy::{CutOff, Mode, Proxy};
+use common::proxy::{Mode, Proxy, cut_off};
 use common::*;
 use webhook_bridge::spool::record;
 
@@ -91,12 +91,7 @@ async fn collect_message_ids(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_zeroed_block_mid_segment_loses_that_record_only_and_the_segment_is_kept() {
-    let CutOff {
-        proxy,
-        opts,
-        mut bridge,
-        mut consumer,
-    } = CutOff::start().await;
+    let (proxy, opts, mut bridge, mut consumer) = cut_off(|_| {}).await;
     let n = 1000;
     let acked = spool_events(&bridge, "zero", n).await;
 
@@ -171,12 +166,7 @@ async fn a_zeroed_block_mid_segment_loses_that_record_only_and_the_segment_is_ke
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cursor_pointing_into_a_damaged_region_skips_no_pending_record() {
-    let CutOff {
-        proxy,
-        opts,
-        mut bridge,
-        mut consumer,
-    } = CutOff::start().await;
+    let (proxy, opts, mut bridge, mut consumer) = cut_off(|_| {}).await;
     spool_events(&bridge, "cur", 1000).await;
     bridge.child.kill().unwrap();
     bridge.child.wait().unwrap();
@@ -235,12 +225,7 @@ async fn a_cursor_pointing_into_a_damaged_region_skips_no_pending_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn new_segment_ids_never_reach_the_one_a_stale_cursor_names() {
-    let CutOff {
-        proxy,
-        opts,
-        mut bridge,
-        mut consumer,
-    } = CutOff::start().await;
+    let (proxy, opts, mut bridge, mut consumer) = cut_off(|_| {}).await;
     bridge.child.kill().unwrap();
     bridge.child.wait().unwrap();
     // A cursor left by an earlier life of the spool, naming segment 3, and no segment at all.
@@ -339,12 +324,8 @@ async fn write_errors_make_readyz_false_until_a_write_succeeds_and_churn_no_segm
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn appends_over_the_writer_queue_budget_are_refused_at_once() {
-    let CutOff {
-        proxy,
-        bridge,
-        mut consumer,
-        ..
-    } = CutOff::start_with(|o| o.tables = "queue_max_bytes = \"4KiB\"\n".into()).await;
+    let (proxy, _, bridge, mut consumer) =
+        cut_off(|o| o.tables = "queue_max_bytes = \"4KiB\"\n".into()).await;
     let n = 600;
     let report = load::run(
         &bridge,
@@ -572,12 +553,7 @@ fn reset_spool_dir(bridge: &mut Bridge) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_spool_of_the_previous_format_is_drained_and_upgraded() {
-    let CutOff {
-        proxy,
-        opts,
-        mut bridge,
-        mut consumer,
-    } = CutOff::start().await;
+    let (proxy, opts, mut bridge, mut consumer) = cut_off(|_| {}).await;
     reset_spool_dir(&mut bridge);
 
     // Two format-1 segments of 100 records each; a 64-byte block of the second is zeroed.
@@ -698,12 +674,8 @@ fn names(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_spool_drained_at_exit_is_left_empty_and_one_that_is_not_keeps_its_format() {
-    let CutOff {
-        proxy,
-        opts,
-        mut bridge,
-        mut consumer,
-    } = CutOff::start_with(|o| o.tables = "shutdown_drain = \"1s\"\n".into()).await;
+    let (proxy, opts, mut bridge, mut consumer) =
+        cut_off(|o| o.tables = "shutdown_drain = \"1s\"\n".into()).await;
     let acked = spool_events(&bridge, "exit", 50).await;
     let dir = spool_dir(&bridge);
 

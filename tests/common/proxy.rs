@@ -169,34 +169,17 @@ async fn pump(
 
 /// Where the spool tests start: a bridge whose only broker link goes through a proxy that is
 /// cut, the test exchange declared and a consumer bound to `wegocod.#` on the real broker, so
-/// that every webhook is spooled until [`Proxy::restore`].
-pub struct CutOff {
-    pub proxy: Proxy,
-    /// The options the bridge was started with, to restart it the same way.
-    pub opts: super::BridgeOptions,
-    pub bridge: super::Bridge,
-    pub consumer: super::Consumer,
-}
-
-impl CutOff {
-    pub async fn start() -> CutOff {
-        Self::start_with(|_| {}).await
-    }
-
-    /// With the proxy's bridge options changed by `adjust` first.
-    pub async fn start_with(adjust: impl FnOnce(&mut super::BridgeOptions)) -> CutOff {
-        super::broker_available().await;
-        let proxy = Proxy::start("127.0.0.1:5672", Mode::Cut).await;
-        let mut opts = proxy.bridge_options();
-        adjust(&mut opts);
-        let bridge = super::Bridge::start_with(opts.clone()).await;
-        super::load::declare_exchange(&bridge.exchange).await;
-        let consumer = bridge.consumer("wegocod.#").await;
-        CutOff {
-            proxy,
-            opts,
-            bridge,
-            consumer,
-        }
-    }
+/// that every webhook is spooled until [`Proxy::restore`]. `adjust` changes the proxy's bridge
+/// options first; the options are handed back to restart the bridge the same way.
+pub async fn cut_off(
+    adjust: impl FnOnce(&mut super::BridgeOptions),
+) -> (Proxy, super::BridgeOptions, super::Bridge, super::Consumer) {
+    super::broker_available().await;
+    let proxy = Proxy::start("127.0.0.1:5672", Mode::Cut).await;
+    let mut opts = proxy.bridge_options();
+    adjust(&mut opts);
+    let bridge = super::Bridge::start_with(opts.clone()).await;
+    super::load::declare_exchange(&bridge.exchange).await;
+    let consumer = bridge.consumer("wegocod.#").await;
+    (proxy, opts, bridge, consumer)
 }

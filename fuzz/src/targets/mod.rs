@@ -22,3 +22,15 @@ pub const ALL: &[(&str, Target)] = &[
     ("spool_record", spool_record::run),
     ("request", request::run),
 ];
+
+/// Bodies for the fuzz config's endpoints whose name starts with `prefix`: the first byte picks
+/// the endpoint, the next line is an `x-event` header, the rest is the body.
+fn endpoints_of(prefix: &str, data: &[u8]) {
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let eps = crate::endpoints(prefix);
+    let ep = eps[pick as usize % eps.len()];
+    let (headers, body) = crate::split_headers(rest, &["x-event"]);
+    crate::check(ep, &headers, body);
+}
