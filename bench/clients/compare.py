@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Two bridge binaries under the same second client (node-load.mjs), alternating rounds.
+
+    python3 bench/clients/compare.py BIN_A BIN_B [--rounds 2] [--seconds 20] [--concurrency 64]
+
+Each round starts one binary on its own exchange (the local broker, 127.0.0.1:5672), binds a
+quorum queue to it, runs the Node client against its WeGoCOD endpoint, and reads the bridge's
+CPU time from /proc before and after: CPU µs per request is the bridge's own cost, whoever sends.
+Every 2xx must be in the queue (checked), then the queue and exchange are deleted and the bridge
+stopped by its pid. Needs node and pika (examples/consumers/python/requirements.txt).
+"""
+import argparse, json, os, signal, subprocess, sys, tempfile, time, urllib.request
+
+import pika
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SECRET = "bench-node-wegocod-secret"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def vm_hwm_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def round_(binary, tag, args):
+    exchange = f"cmp-{os.getpid()}-{tag}"
+    with tempfile.TemporaryDirectory() as tmp:
+        config = os.path.join(tmp, "bridge.toml")
+        with open(config, "w") as f:
+            f.write(f"""listen = "127.0.0.1:18580"
+admin_listen = "127.0.0.1:18590"
+[amqp]
+urls = ["amqp://guest:guest@127.0.0.1:5672/%2f"]
+exchange = "{exchange}"
+[spool]
+dir = "{tmp}/spool"
+[[endpoint]]
+name = "wegocod-ma"
+provider = "wegocod"
+path = "/webhooks/wegocod"
+secret = "{SECRET}"
+""")
+        log = open(os.path.join(tmp, "log"), "w")
+        bridge = subprocess.Popen([binary, "serve", "--config", config], stdout=log, stderr=log)
+        conn = None
+        try:
+            for _ in range(100):
+                try:
+                    with urllib.request.urlopen("http://127.0.0.1:18590/readyz", timeout=1) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    time.sleep(0.1)
+            conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+            # Ready may mean "the spool accepts" before the bridge has declared its exchange.
+            for _ in range(100):
+                ch = conn.channel()
+                try:
+                    ch.exchange_declare(exchange, passive=True)
+                    break
+                except pika.exceptions.ChannelClosedByBroker:
+                    time.sleep(0.1)
+            queue = f"{exchange}.q"
+            ch.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+            ch.queue_bind(queue, exchange, "wegocod.#")
+            before = cpu_seconds(bridge.pid)
+            out = subprocess.run(
+                ["node", os.path.join(HERE, "node-load.mjs"),
+                 "http://127.0.0.1:18580/webhooks/wegocod", SECRET,
+                 str(args.concurrency), str(args.seconds)],
+                check=True, capture_output=True, text=True).stdout
+            cpu = cpu_seconds(bridge.pid) - before
+            result = json.loads(out)
+            ok = sum(n for s, n in result["statuses"].items() if s.startswith("2"))
+            deadline = time.time() + 10
+            while True:
+                in_queue = ch.queue_declare(queue, passive=True).method.message_count
+                if in_queue >= ok or time.time() > deadline:
+                    break
+                time.sleep(0.2)
+            result.update(binary=binary, bridge_cpu_us_per_request=round(cpu * 1e6 / max(1, result["requests"]), 1),
+                          vm_hwm_mib=round(vm_hwm_mib(bridge.pid), 1), in_queue=in_queue, ok=ok)
+            ch.queue_delete(queue)
+            ch.exchange_delete(exchange)
+            for extra in (f"{exchange}.unrouted",):
+                try:
+                    ch.queue_delete(extra)
+                except Exception:
+                    ch = conn.channel()
+            for extra in (f"{exchange}.unrouted",):
+                try:
+                    ch.exchange_delete(extra)
+                except Exception:
+                    ch = conn.channel()
+            return result
+        finally:
+            if conn is not None and conn.is_open:
+                conn.close()
+            bridge.send_signal(signal.SIGTERM)
+            bridge.wait(timeout=30)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--seconds", type=int, default=20)
+    p.add_argument("--concurrency", type=int, default=64)
+    args = p.parse_args()
+    failed = False
+    for r in range(args.rounds):
+        for tag, binary in (("a", args.a), ("b", args.b)):
+            res = round_(binary, f"{tag}{r}", args)
+            print(json.dumps(res), flush=True)
+            if res["in_queue"] != res["ok"]:
+                print(f"queue holds {res['in_queue']} messages for {res['ok']} 2xx answers", file=sys.stderr)
+                failed = True
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
