@@ -38,7 +38,14 @@ pub struct AppState {
     in_flight: Arc<Semaphore>,
     /// Body bytes being read or held, one permit per byte (`[limits] max_body_bytes_in_flight`).
     body_budget: Arc<Semaphore>,
+    /// An eighth more, only for bodies that declare at most [`SMALL_BODY_MAX`] bytes, taken when
+    /// `body_budget` is spent: clients trickling large bodies cannot crowd out the small
+    /// webhooks providers send.
+    small_body_reserve: Arc<Semaphore>,
 }
+
+/// The largest declared body that may use [`AppState`]'s reserve for small bodies.
+pub const SMALL_BODY_MAX: usize = 64 * 1024;
 
 impl AppState {
     pub fn new(config: Arc<Config>, delivery: Arc<Delivery>, metrics: Metrics) -> Self {
@@ -50,6 +57,9 @@ impl AppState {
                     .limits
                     .max_body_bytes_in_flight
                     .min(Semaphore::MAX_PERMITS),
+            )),
+            small_body_reserve: Arc::new(Semaphore::new(
+                (config.limits.max_body_bytes_in_flight / 8).min(Semaphore::MAX_PERMITS),
             )),
             config,
             delivery,

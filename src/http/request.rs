@@ -19,10 +19,10 @@ use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, error, info, warn};
 
-use super::AppState;
 use super::answer::{Answer, Refusal, Resp};
 use super::guard::{GuardError, guard_margin, guarded};
 use super::router::Route;
+use super::{AppState, SMALL_BODY_MAX};
 use crate::auth::{self, Credentials, HeadCheck};
 use crate::config::{Config, EndpointConfig};
 use crate::envelope;
@@ -102,7 +102,7 @@ async fn steps(
     let path = req.uri().path();
     let admitted = admit(config, &route, req.method(), path, peer, req.headers())?;
     let endpoint = admitted.endpoint;
-    let _budget = reserve_body_bytes(state, admitted.declared.unwrap_or(endpoint.max_body))?;
+    let _budget = reserve_body_bytes(state, admitted.declared, endpoint.max_body)?;
     let (parts, body) = req.into_parts();
     let body = read_body(body, endpoint.max_body, config, deadline).await?;
     if admitted.head == HeadCheck::BodyRequired {
@@ -247,12 +247,25 @@ fn check_declared_length(headers: &HeaderMap, max_body: usize) -> Result<Option<
     }
 }
 
-/// Take `bytes` from the body budget for as long as the request runs, or refuse it (503) before
-/// reading anything: many slow clients with large bodies cannot add up past the budget.
-fn reserve_body_bytes(state: &AppState, bytes: usize) -> Result<OwnedSemaphorePermit, Refusal> {
+/// Take the body's bytes from the body budget for as long as the request runs, or refuse it
+/// (503) before reading anything: many slow clients with large bodies cannot add up past the
+/// budget. A body that declares at most [`SMALL_BODY_MAX`] bytes may fall back on the reserve
+/// kept for small bodies, so such clients cannot turn away the small webhooks either.
+fn reserve_body_bytes(
+    state: &AppState,
+    declared: Option<usize>,
+    max_body: usize,
+) -> Result<OwnedSemaphorePermit, Refusal> {
+    let bytes = declared.unwrap_or(max_body);
     let permits = u32::try_from(bytes.max(1)).unwrap_or(u32::MAX);
     Arc::clone(&state.body_budget)
         .try_acquire_many_owned(permits)
+        .or_else(|e| match declared {
+            Some(n) if n <= SMALL_BODY_MAX => {
+                Arc::clone(&state.small_body_reserve).try_acquire_many_owned(permits)
+            }
+            _ => Err(e),
+        })
         .map_err(|_| Refusal::BodyBudget)
 }
 
