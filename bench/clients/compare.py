@@ -90,18 +90,12 @@ secret = "{SECRET}"
                 time.sleep(0.2)
             result.update(binary=binary, bridge_cpu_us_per_request=round(cpu * 1e6 / max(1, result["requests"]), 1),
                           vm_hwm_mib=round(vm_hwm_mib(bridge.pid), 1), in_queue=in_queue, ok=ok)
+            # The bridge's own topology too: its exchange, and the alternate exchange and queue
+            # both named `<exchange>.unrouted`.
             ch.queue_delete(queue)
+            ch.queue_delete(f"{exchange}.unrouted")
             ch.exchange_delete(exchange)
-            for extra in (f"{exchange}.unrouted",):
-                try:
-                    ch.queue_delete(extra)
-                except Exception:
-                    ch = conn.channel()
-            for extra in (f"{exchange}.unrouted",):
-                try:
-                    ch.exchange_delete(extra)
-                except Exception:
-                    ch = conn.channel()
+            ch.exchange_delete(f"{exchange}.unrouted")
             return result
         finally:
             if conn is not None and conn.is_open:
