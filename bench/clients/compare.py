@@ -90,15 +90,19 @@ secret = "{SECRET}"
                 time.sleep(0.2)
             result.update(binary=binary, bridge_cpu_us_per_request=round(cpu * 1e6 / max(1, result["requests"]), 1),
                           vm_hwm_mib=round(vm_hwm_mib(bridge.pid), 1), in_queue=in_queue, ok=ok)
-            # The bridge's own topology too: its exchange, and the alternate exchange and queue
-            # both named `<exchange>.unrouted`.
-            ch.queue_delete(queue)
-            ch.queue_delete(f"{exchange}.unrouted")
-            ch.exchange_delete(exchange)
-            ch.exchange_delete(f"{exchange}.unrouted")
             return result
         finally:
+            # Also after a failure: the test queue and the bridge's own topology (its exchange,
+            # and the alternate exchange and queue both named `<exchange>.unrouted`).
             if conn is not None and conn.is_open:
+                for delete, name in (("queue_delete", f"{exchange}.q"),
+                                     ("queue_delete", f"{exchange}.unrouted"),
+                                     ("exchange_delete", exchange),
+                                     ("exchange_delete", f"{exchange}.unrouted")):
+                    try:
+                        getattr(conn.channel(), delete)(name)
+                    except pika.exceptions.AMQPError:
+                        pass
                 conn.close()
             bridge.send_signal(signal.SIGTERM)
             bridge.wait(timeout=30)
