@@ -227,7 +227,7 @@ const LOG_CAPS: &[(&str, tracing::Level)] = &[
 ];
 
 /// Install the subscriber; the returned guard flushes the log writer when dropped.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logging(format: LogFormat) -> webhook_bridge::logging::LogGuard {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
