@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 
 use crate::config::EndpointConfig;
 use crate::message::Message;
-use crate::providers::{self, Batch, Event, Status};
+use crate::providers::{Batch, Event, Status};
 
 #[derive(Serialize)]
 struct CloudEvent<'a> {
@@ -52,15 +52,26 @@ const ENVELOPE_OVERHEAD: usize = 1024;
 /// Deterministic id: SHA-256 over provider, account and the provider's natural key, shaped as
 /// a UUID so consumers can store it in a uuid column.
 pub fn event_id(provider: &str, account: &str, natural_key: &str) -> String {
-    let digest = providers::hash_hex(format!("{provider}\0{account}\0{natural_key}").as_bytes());
-    format!(
-        "{}-{}-{}-{}-{}",
-        &digest[0..8],
-        &digest[8..12],
-        &digest[12..16],
-        &digest[16..20],
-        &digest[20..32]
-    )
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(provider)
+        .chain_update([0])
+        .chain_update(account)
+        .chain_update([0])
+        .chain_update(natural_key)
+        .finalize();
+    // The first 16 bytes in hex, grouped 8-4-4-4-12 (built in place: one allocation).
+    let mut hex = [0u8; 32];
+    let mut id = String::with_capacity(36);
+    if hex::encode_to_slice(&digest[..16], &mut hex).is_ok() {
+        for (i, pair) in hex.chunks(2).enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                id.push('-');
+            }
+            id.extend(pair.iter().map(|&b| char::from(b)));
+        }
+    }
+    id
 }
 
 /// Build the message for one event received at `received`.
@@ -128,6 +139,7 @@ pub fn encode(
 mod tests {
     use super::*;
     use crate::config::testing::{endpoint, events};
+    use crate::providers;
 
     #[test]
     fn wegocod_sample_envelope_has_every_field() {
@@ -147,6 +159,16 @@ mod tests {
         assert_eq!(v["data"]["tracking_url"], Value::Null);
         assert_eq!(v["data"]["payload"]["customer"]["city"], "Casablanca");
         assert_eq!(v["id"], msg.id.as_str());
+    }
+
+    /// The id is the first 16 bytes of SHA-256(provider NUL account NUL natural key), as
+    /// 8-4-4-4-12 hex (docs/contract.md §5.3; the value computed with Python's hashlib).
+    #[test]
+    fn event_id_is_the_documented_digest() {
+        assert_eq!(
+            event_id("wegocod", "wegocod-ma", "ORD-1:delivered"),
+            "93f63fa5-cce8-fb7e-76eb-4b7f9fcce6c6"
+        );
     }
 
     #[test]
