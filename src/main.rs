@@ -17,11 +17,14 @@ use webhook_bridge::tools::{spool, tail, unrouted};
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read at its first allocation (`_RJEM_MALLOC_CONF` in the environment
-/// overrides them): background threads hand freed memory back to the OS after a second, so the
-/// resident size follows the load down instead of staying at its peak.
+/// overrides them): background threads hand freed memory back to the OS after 100 ms, so the
+/// resident size follows the load down instead of staying at its peak; one arena rather than
+/// four per CPU, so freed pages are reused by every thread instead of idling in another
+/// thread's arena. Together they took the bench's peak RSS from 32.8–34.2 to 27.3 MiB at the
+/// same CPU per webhook (docs/BENCHMARKS.md, "A/B runs of 1 Dec").
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static MALLOC_CONF: MallocConf =
-    MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
+    MallocConf(c"background_thread:true,narenas:1,dirty_decay_ms:100,muzzy_decay_ms:0".as_ptr());
 
 /// A C string pointer jemalloc reads at start-up.
 #[repr(transparent)]

@@ -53,7 +53,7 @@ mod tls;
 mod topology;
 
 use self::link::Link;
-pub use self::link::{DEFAULT_HEARTBEAT_SECS, STALE_AFTER, with_heartbeat};
+pub use self::link::{DEFAULT_FRAME_MAX, DEFAULT_HEARTBEAT_SECS, STALE_AFTER, with_defaults};
 pub use self::properties::properties;
 use self::properties::returned_message;
 use self::returns::{Returned, Strays, Unsettled, park};
@@ -322,15 +322,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn heartbeat_is_added_only_when_missing() {
-        assert_eq!(with_heartbeat("amqp://h/%2f"), "amqp://h/%2f?heartbeat=5");
+    fn heartbeat_and_frame_max_are_added_only_when_missing() {
         assert_eq!(
-            with_heartbeat("amqp://h/%2f?frame_max=8192"),
+            with_defaults("amqp://h/%2f"),
+            "amqp://h/%2f?heartbeat=5&frame_max=16384"
+        );
+        assert_eq!(
+            with_defaults("amqp://h/%2f?frame_max=8192"),
             "amqp://h/%2f?frame_max=8192&heartbeat=5"
         );
         assert_eq!(
-            with_heartbeat("amqp://h/?heartbeat=30"),
-            "amqp://h/?heartbeat=30"
+            with_defaults("amqp://h/?heartbeat=30"),
+            "amqp://h/?heartbeat=30&frame_max=16384"
+        );
+        assert_eq!(
+            with_defaults("amqp://h/?heartbeat=30&frame_max=131072"),
+            "amqp://h/?heartbeat=30&frame_max=131072"
         );
     }
 

@@ -8,7 +8,7 @@ use lapin::auth::AuthProvider;
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::{Connect, Connection, ConnectionProperties, ConnectionState, ErrorKind};
 
-use super::link::with_heartbeat;
+use super::link::with_defaults;
 use crate::config::{AmqpConfig, AuthMechanism, TlsFileError};
 
 /// Why a connection could not be opened.
@@ -103,7 +103,7 @@ pub async fn open(cfg: &AmqpConfig, url: &str, name: &str) -> Result<Connection,
     }
     let amqps = url.starts_with("amqps://");
     let runtime = lapin::runtime::default_runtime()?;
-    with_heartbeat(url)
+    with_defaults(url)
         .as_str()
         .connect_with_config(props, tls, runtime)
         .await
