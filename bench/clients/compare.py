@@ -32,13 +32,37 @@ def vm_hwm_mib(pid):
     return 0.0
 
 
-def round_(binary, tag, args):
-    exchange = f"cmp-{os.getpid()}-{tag}"
+def measure(pid, port, ch, queue, args):
+    """node-load.mjs against the server `pid` listening on `port`: the client's JSON line plus the
+    server's CPU µs per request and VmHWM, the 2xx count, and what `queue` holds (given up to 10 s
+    to catch up). Shared with peer.py, which measures a Node peer the same way."""
+    before = cpu_seconds(pid)
+    out = subprocess.run(
+        ["node", os.path.join(HERE, "node-load.mjs"),
+         f"http://127.0.0.1:{port}/webhooks/wegocod", SECRET,
+         str(args.concurrency), str(args.seconds)],
+        check=True, capture_output=True, text=True).stdout
+    cpu = cpu_seconds(pid) - before
+    result = json.loads(out)
+    ok = sum(n for s, n in result["statuses"].items() if s.startswith("2"))
+    deadline = time.time() + 10
+    while True:
+        in_queue = ch.queue_declare(queue, passive=True).method.message_count
+        if in_queue >= ok or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    result.update(cpu_us_per_request=round(cpu * 1e6 / max(1, result["requests"]), 1),
+                  vm_hwm_mib=round(vm_hwm_mib(pid), 1), in_queue=in_queue, ok=ok)
+    return result
+
+
+def round_(binary, tag, args, prefix="cmp", port=18580, admin_port=18590):
+    exchange = f"{prefix}-{os.getpid()}-{tag}"
     with tempfile.TemporaryDirectory() as tmp:
         config = os.path.join(tmp, "bridge.toml")
         with open(config, "w") as f:
-            f.write(f"""listen = "127.0.0.1:18580"
-admin_listen = "127.0.0.1:18590"
+            f.write(f"""listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin_port}"
 [amqp]
 urls = ["amqp://guest:guest@127.0.0.1:5672/%2f"]
 exchange = "{exchange}"
@@ -56,7 +80,7 @@ secret = "{SECRET}"
         try:
             for _ in range(100):
                 try:
-                    with urllib.request.urlopen("http://127.0.0.1:18590/readyz", timeout=1) as r:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=1) as r:
                         if r.status == 200:
                             break
                 except OSError:
@@ -73,23 +97,10 @@ secret = "{SECRET}"
             queue = f"{exchange}.q"
             ch.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
             ch.queue_bind(queue, exchange, "wegocod.#")
-            before = cpu_seconds(bridge.pid)
-            out = subprocess.run(
-                ["node", os.path.join(HERE, "node-load.mjs"),
-                 "http://127.0.0.1:18580/webhooks/wegocod", SECRET,
-                 str(args.concurrency), str(args.seconds)],
-                check=True, capture_output=True, text=True).stdout
-            cpu = cpu_seconds(bridge.pid) - before
-            result = json.loads(out)
-            ok = sum(n for s, n in result["statuses"].items() if s.startswith("2"))
-            deadline = time.time() + 10
-            while True:
-                in_queue = ch.queue_declare(queue, passive=True).method.message_count
-                if in_queue >= ok or time.time() > deadline:
-                    break
-                time.sleep(0.2)
-            result.update(binary=binary, bridge_cpu_us_per_request=round(cpu * 1e6 / max(1, result["requests"]), 1),
-                          vm_hwm_mib=round(vm_hwm_mib(bridge.pid), 1), in_queue=in_queue, ok=ok)
+            result = measure(bridge.pid, port, ch, queue, args)
+            # Under its earlier name, which the runs in docs/BENCHMARKS.md were read with.
+            result["bridge_cpu_us_per_request"] = result.pop("cpu_us_per_request")
+            result["binary"] = binary
             return result
         finally:
             # Also after a failure: the test queue and the bridge's own topology (its exchange,
