@@ -344,6 +344,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         listen = %config.listen,
         admin = %config.admin_listen,
         endpoints = config.endpoints.len(),
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         version = env!("CARGO_PKG_VERSION"),
         "webhook-bridge started"
     );

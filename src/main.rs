@@ -288,6 +288,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             webhook_bridge::metrics::count_allocations_with(jemalloc_allocations);
             let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.worker_threads)
                 .enable_all()
                 .build()?;
             runtime.block_on(webhook_bridge::serve(config))?;
@@ -386,8 +387,8 @@ fn run(command: Command) -> anyhow::Result<()> {
 fn print_config(cfg: &Config) {
     println!("config OK");
     println!(
-        "listen {}  admin {}  ack_deadline {:?}  max_body {}B",
-        cfg.listen, cfg.admin_listen, cfg.ack_deadline, cfg.max_body
+        "listen {}  admin {}  ack_deadline {:?}  max_body {}B  worker_threads {}",
+        cfg.listen, cfg.admin_listen, cfg.ack_deadline, cfg.max_body, cfg.worker_threads
     );
     for url in &cfg.amqp.urls {
         println!("amqp {}", redact_url(url.expose()));
@@ -430,7 +431,9 @@ mod tests {
         // SAFETY: `opt.dirty_decay_ms` is an `ssize_t` option.
         let decay: isize =
             unsafe { tikv_jemalloc_ctl::raw::read(b"opt.dirty_decay_ms\0") }.unwrap();
-        assert_eq!(decay, 1000);
+        assert_eq!(decay, 100);
+        let arenas: u32 = unsafe { tikv_jemalloc_ctl::raw::read(b"opt.narenas\0") }.unwrap();
+        assert_eq!(arenas, 1);
     }
 
     /// The allocation count behind `webhook_bridge_allocations_total` moves with allocations.

@@ -34,3 +34,27 @@ async fn a_connected_bridge_holds_a_few_mib_of_its_own() {
     assert!(anon < 6.0, "RssAnon {anon:.1} MiB");
     bridge.cleanup().await;
 }
+
+/// One async worker by default (the sidecar's share of a node, whatever the node's size), and
+/// as many as `worker_threads` says: the runtime's own count, logged at start-up. (Counting
+/// threads would not do: tokio names its blocking-pool threads like its workers.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_has_the_configured_worker_threads() {
+    broker_available().await;
+    for (top, expected) in [("", 1), ("worker_threads = 3\n", 3)] {
+        let bridge = Bridge::start_with(BridgeOptions {
+            top: top.to_string(),
+            ..BridgeOptions::default()
+        })
+        .await;
+        assert_eq!(bridge.post_wegocod_sample().await.status(), 200);
+        let logs = bridge.logs();
+        let started: serde_json::Value = logs
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .find(|v: &serde_json::Value| v["message"] == "webhook-bridge started")
+            .unwrap_or_else(|| panic!("no start-up line in {logs}"));
+        assert_eq!(started["worker_threads"], expected, "with {top:?}");
+        bridge.cleanup().await;
+    }
+}

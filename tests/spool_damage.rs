@@ -370,6 +370,10 @@ async fn bridge_without_alternate_exchange(max_bytes: &str) -> Bridge {
         amqp_extra: "declare_topology = false\nchannels = 1\nreconnect_backoff_max = \"500ms\""
             .into(),
         tables: format!("max_bytes = \"{max_bytes}\"\n"),
+        // Requests on several workers interleave their publishes on the one channel, so a
+        // multiple-ack hands some returns to another request's confirm (with one worker that
+        // interleaving is too rare for the test to produce strays in a few hundred requests).
+        top: "worker_threads = 4\n".into(),
         wait_broker: false,
         ..BridgeOptions::default()
     })

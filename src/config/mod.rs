@@ -230,6 +230,9 @@ pub struct Config {
     /// Every provider request is answered before this, whatever the broker does.
     pub ack_deadline: Duration,
     pub max_body: usize,
+    /// Threads of the async runtime that serves HTTP and runs the request path (the AMQP
+    /// client's I/O thread and the blocking pool are apart from them).
+    pub worker_threads: usize,
     pub limits: Limits,
     pub amqp: AmqpConfig,
     pub spool: SpoolConfig,
@@ -307,6 +310,20 @@ urls = ["amqp://guest:guest@127.0.0.1:5672/%2f"]
             e.contains("endpoint[0].secret") && e.contains("WB_TEST_SURELY_UNSET"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn worker_threads_default_to_one_and_are_bounded() {
+        let with_endpoint =
+            format!("{BASE}\n[[endpoint]]\nname='a'\nprovider='peddler'\npath='/p'\nsecret='s'\n");
+        let cfg = Config::from_toml(&with_endpoint).unwrap();
+        assert_eq!(cfg.worker_threads, 1);
+        for n in [0, 65] {
+            let e = err(&format!("worker_threads = {n}\n{with_endpoint}"));
+            assert!(e.contains("worker_threads"), "{e}");
+        }
+        let cfg = Config::from_toml(&format!("worker_threads = 4\n{with_endpoint}")).unwrap();
+        assert_eq!(cfg.worker_threads, 4);
     }
 
     #[test]

@@ -43,6 +43,9 @@ fn default_admin_listen() -> SocketAddr {
 fn default_ack_deadline() -> Duration {
     Duration::from_secs(4)
 }
+fn default_worker_threads() -> usize {
+    1
+}
 fn default_max_body() -> u64 {
     1024 * 1024
 }
@@ -90,6 +93,8 @@ pub(super) struct RawConfig {
     pub(super) ack_deadline: Duration,
     #[serde(default = "default_max_body", deserialize_with = "de_size")]
     pub(super) max_body: u64,
+    #[serde(default = "default_worker_threads")]
+    pub(super) worker_threads: usize,
     #[serde(default)]
     pub(super) limits: RawLimits,
     pub(super) amqp: RawAmqp,

@@ -25,6 +25,9 @@ fn resolve_secret(raw: &str, key: &str) -> Result<(Secret, SecretSource), Config
     secret::resolve(raw).map_err(|e| invalid(key, e.to_string()))
 }
 
+/// More async worker threads than a sidecar could ever use.
+const MAX_WORKER_THREADS: usize = 64;
+
 /// The largest `max_body` the spool's records can hold with room for the envelope.
 const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
 
@@ -34,6 +37,9 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
     if raw.max_body == 0 || raw.max_body > MAX_BODY_LIMIT {
         return Err(invalid("max_body", "must be between 1 byte and 64MiB"));
+    }
+    if !(1..=MAX_WORKER_THREADS).contains(&raw.worker_threads) {
+        return Err(invalid("worker_threads", "must be between 1 and 64"));
     }
     let limits = limits(raw.limits, raw.max_body)?;
     let amqp = amqp(raw.amqp)?;
@@ -78,6 +84,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         admin_listen: raw.admin_listen,
         ack_deadline: raw.ack_deadline,
         max_body: usize::try_from(raw.max_body).unwrap_or(usize::MAX),
+        worker_threads: raw.worker_threads,
         limits,
         amqp,
         spool: raw.spool,
