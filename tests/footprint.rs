@@ -7,18 +7,6 @@ mod common;
 
 use common::*;
 
-/// Resident anonymous memory (heap, stacks) of `pid`, in MiB: the part the process itself
-/// allocated, without the binary's mapped code.
-fn rss_anon_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("RssAnon");
-    kib / 1024.0
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connected_bridge_holds_a_few_mib_of_its_own() {
     broker_available().await;
@@ -28,7 +16,8 @@ async fn a_connected_bridge_holds_a_few_mib_of_its_own() {
         assert_eq!(bridge.post_wegocod_sample().await.status(), 200);
     }
     assert!(q.next(std::time::Duration::from_secs(5)).await.is_some());
-    let anon = rss_anon_mib(bridge.child.id());
+    // Resident anonymous memory (heap, stacks): what the process allocated, not its mapped code.
+    let anon = proc_status_mib(bridge.child.id(), "RssAnon");
     println!("RssAnon after 20 webhooks: {anon:.1} MiB");
     // Measured (debug build): 3.3 MiB; 11.3 MiB when the URL names no `frame_max`.
     assert!(anon < 6.0, "RssAnon {anon:.1} MiB");

@@ -726,3 +726,14 @@ pub fn peddler_body(id: &str) -> Vec<u8> {
         .replace("Lc7rRTyivvk_lC0w8kLoU", id)
         .into_bytes()
 }
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `RssAnon`, …), in MiB.
+pub fn proc_status_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
+    kib / 1024.0
+}
