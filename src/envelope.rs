@@ -60,16 +60,16 @@ pub fn event_id(provider: &str, account: &str, natural_key: &str) -> String {
         .chain_update([0])
         .chain_update(natural_key)
         .finalize();
-    // The first 16 bytes in hex, grouped 8-4-4-4-12 (built in place: one allocation).
-    let mut hex = [0u8; 32];
+    // The first 16 bytes in lowercase hex, grouped 8-4-4-4-12: one allocation, and no step
+    // that could fail and leave an empty id.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut id = String::with_capacity(36);
-    if hex::encode_to_slice(&digest[..16], &mut hex).is_ok() {
-        for (i, pair) in hex.chunks(2).enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                id.push('-');
-            }
-            id.extend(pair.iter().map(|&b| char::from(b)));
+    for (i, byte) in digest[..16].iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            id.push('-');
         }
+        id.push(char::from(HEX[usize::from(byte >> 4)]));
+        id.push(char::from(HEX[usize::from(byte & 0x0f)]));
     }
     id
 }

@@ -42,7 +42,8 @@ const KEEP_CAPACITY: usize = 256 * 1024;
 /// How long the guard waits at exit for buffered lines to be written.
 const EXIT_FLUSH: Duration = Duration::from_secs(1);
 
-static DROPPED: OnceLock<Arc<Shared>> = OnceLock::new();
+/// The installed writer's state, read by [`dropped_lines`].
+static INSTALLED: OnceLock<Arc<Shared>> = OnceLock::new();
 
 /// The [`MakeWriter`] for the tracing subscriber: appends each line to the shared buffer.
 #[derive(Clone)]
@@ -125,7 +126,7 @@ fn writer_to(out: impl Write + Send + 'static) -> (LineWriter, LogGuard) {
         wake: Condvar::new(),
         dropped: AtomicU64::new(0),
     });
-    let _ = DROPPED.set(Arc::clone(&shared));
+    let _ = INSTALLED.set(Arc::clone(&shared));
     let (exited_tx, exited) = mpsc::channel();
     let for_thread = Arc::clone(&shared);
     let spawned = std::thread::Builder::new()
@@ -181,7 +182,7 @@ impl Drop for LogGuard {
 /// Log lines dropped so far because the buffer was full; 0 when logging does not go through
 /// [`stderr_writer`] (tests of the library, say).
 pub fn dropped_lines() -> u64 {
-    DROPPED
+    INSTALLED
         .get()
         .map_or(0, |s| s.dropped.load(Ordering::Relaxed))
 }

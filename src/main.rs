@@ -432,6 +432,7 @@ mod tests {
         let decay: isize =
             unsafe { tikv_jemalloc_ctl::raw::read(b"opt.dirty_decay_ms\0") }.unwrap();
         assert_eq!(decay, 100);
+        // SAFETY: `opt.narenas` is an `unsigned` option.
         let arenas: u32 = unsafe { tikv_jemalloc_ctl::raw::read(b"opt.narenas\0") }.unwrap();
         assert_eq!(arenas, 1);
     }
