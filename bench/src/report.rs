@@ -84,6 +84,9 @@ pub struct Report {
     pub bridge_us_per_event: Option<f64>,
     /// Heap allocations of the bridge per single-event request at full load, when it counts them.
     pub allocations_per_request: Option<f64>,
+    /// The bridge's context switches per single-event request at full load (all its threads):
+    /// how often a hand-off between threads put one to sleep and woke it.
+    pub bridge_switches_per_request: Option<f64>,
 }
 
 impl Report {
@@ -185,6 +188,12 @@ impl Report {
                 "  allocations per single-event request (whole bridge process, full load): {a:.0}"
             ),
             _ => println!("  allocations per request: not counted by this bridge binary"),
+        }
+        if let Some(cs) = self.bridge_switches_per_request {
+            println!(
+                "  context switches per single-event request (whole bridge process, full load): \
+                 {cs:.2}"
+            );
         }
     }
 

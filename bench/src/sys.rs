@@ -1,5 +1,6 @@
 //! What the kernel says about the processes under test: CPU time from /proc/<pid>/stat,
-//! machine busy time from /proc/stat, and memory from /proc/<pid>/status.
+//! machine busy time from /proc/stat, memory from /proc/<pid>/status and context switches
+//! from each thread's status.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,6 +40,23 @@ pub fn cpu_us(pid: &str) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) * 1_000_000 / TICKS_PER_SEC)
+}
+
+/// Context switches (voluntary and not) of all of a process's threads so far. A thread that
+/// ended between two readings takes its count with it: the bridge's threads live as long as
+/// it does.
+pub fn context_switches(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut sum = 0;
+    for task in tasks.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        sum += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Some(sum)
 }
 
 /// (busy, total) jiffies of the whole machine.
@@ -109,6 +127,7 @@ impl RssSampler {
 
 pub struct CpuSnapshot {
     bridge: Option<u64>,
+    bridge_switches: Option<u64>,
     broker: Option<u64>,
     this: u64,
     machine: (u64, u64),
@@ -118,6 +137,8 @@ pub struct CpuSnapshot {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuDelta {
     pub bridge_us: Option<u64>,
+    /// The bridge's context switches, all threads.
+    pub bridge_switches: Option<u64>,
     pub broker_us: Option<u64>,
     pub self_us: u64,
     pub machine_busy: f64,
@@ -132,6 +153,7 @@ impl CpuDelta {
             (a, b) => a.or(b),
         };
         self.bridge_us = add(self.bridge_us, o.bridge_us);
+        self.bridge_switches = add(self.bridge_switches, o.bridge_switches);
         self.broker_us = add(self.broker_us, o.broker_us);
         self.self_us += o.self_us;
         self.phases += 1;
@@ -143,6 +165,7 @@ impl CpuSnapshot {
     pub fn take(w: &ProcWatch) -> Self {
         Self {
             bridge: cpu_us(&w.bridge.to_string()),
+            bridge_switches: context_switches(w.bridge),
             broker: w.broker.and_then(|p| cpu_us(&p.to_string())),
             this: cpu_us("self").unwrap_or(0),
             machine: machine_jiffies().unwrap_or((0, 0)),
@@ -156,6 +179,7 @@ impl CpuSnapshot {
         let total = now.machine.1.saturating_sub(self.machine.1) as f64;
         CpuDelta {
             bridge_us: sub(now.bridge, self.bridge),
+            bridge_switches: sub(now.bridge_switches, self.bridge_switches),
             broker_us: sub(now.broker, self.broker),
             self_us: now.this.saturating_sub(self.this),
             machine_busy: if total > 0.0 { busy / total } else { 0.0 },

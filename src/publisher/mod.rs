@@ -240,6 +240,14 @@ impl Publisher {
     }
 
     async fn publish_on(&self, link: &Arc<Link>, messages: &[Message]) -> Result<(), PublishError> {
+        // Let the other requests that are ready reach this point first (a yielded task runs
+        // again after the runtime's current round): their publishes are then pushed back to
+        // back, and lapin's I/O thread, woken once, writes them with one `sendto` instead of
+        // being woken and writing once per request. Measured at full load: a third of the
+        // sends and 45% of the context switches, 12–25% less CPU per webhook
+        // (docs/BENCHMARKS.md, "Publishes pushed together"). Nothing is published before this
+        // point, so a request cancelled here leaves nothing behind.
+        tokio::task::yield_now().await;
         let (slot, channel) = link.channel();
         let started = Instant::now();
         // Confirms left unresolved when this future is dropped (deadline, block) go to a reaper.

@@ -56,10 +56,9 @@ pub async fn run(b: &mut Bench<'_>) -> Result<f64> {
     b.report.allocations_per_request = Some(split.allocations);
     b.report.raw_client_us_per_event =
         Some(rounds.raw_cpu.self_us as f64 / raw_full.acked_events.max(1) as f64);
-    b.report.bridge_us_per_event = rounds
-        .bridge_cpu
-        .bridge_us
-        .map(|us| us as f64 / br_full.acked_events.max(1) as f64);
+    let per_request = |n: Option<u64>| n.map(|n| n as f64 / br_full.acked_ops.max(1) as f64);
+    b.report.bridge_us_per_event = per_request(rounds.bridge_cpu.bridge_us);
+    b.report.bridge_switches_per_request = per_request(rounds.bridge_cpu.bridge_switches);
     b.report.rows.push(Row::new(
         &format!(
             "raw lapin publish+confirm ({}), c={conc}",
