@@ -25,6 +25,8 @@ use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
+pub mod json;
+
 /// Lines that may wait for the writer thread: at ~300 bytes a request line, about 2.5 MB, and
 /// at 10,000 requests/s nearly a second of a stalled collector absorbed without a loss.
 pub const BUFFERED_LINES: usize = 8192;

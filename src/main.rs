@@ -247,6 +247,7 @@ fn init_logging(format: LogFormat) -> webhook_bridge::logging::LogGuard {
             .json()
             .flatten_event(true)
             .with_current_span(false)
+            .event_format(webhook_bridge::logging::json::JsonLine::new())
             .with_writer(writer)
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
