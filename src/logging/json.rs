@@ -155,21 +155,20 @@ impl<W: fmt::Write + ?Sized> fmt::Write for Escaped<'_, W> {
         let mut start = 0;
         for (i, b) in s.bytes().enumerate() {
             let short = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0x08 => "\\b",
-                0x0c => "\\f",
-                0..=0x1f => "",
+                b'"' => Some("\\\""),
+                b'\\' => Some("\\\\"),
+                b'\n' => Some("\\n"),
+                b'\r' => Some("\\r"),
+                b'\t' => Some("\\t"),
+                0x08 => Some("\\b"),
+                0x0c => Some("\\f"),
+                0..=0x1f => None,
                 _ => continue,
             };
             self.0.write_str(&s[start..i])?;
-            if short.is_empty() {
-                write!(self.0, "\\u{b:04x}")?;
-            } else {
-                self.0.write_str(short)?;
+            match short {
+                Some(escape) => self.0.write_str(escape)?,
+                None => write!(self.0, "\\u{b:04x}")?,
             }
             start = i + 1;
         }
