@@ -337,3 +337,31 @@ fn shipped_code_drops_comments_and_test_items_but_keeps_strings() {
         "generic"
     ));
 }
+
+/// The fuzz crate (a workspace of its own) lists the bridge's dev-dependencies as its own and
+/// copies its dev profile, so that its smoke test, built right after the bridge's tests into
+/// the same target directory, resolves every shared dependency with the same features and
+/// flags and reuses it (fuzz/Cargo.toml). A dev-dependency or profile setting changed in one
+/// manifest and not the other costs the suite minutes, silently.
+#[test]
+fn the_fuzz_crate_shares_the_bridges_dev_dependencies_and_dev_profile() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = |path: &str| -> toml::Table {
+        let text = std::fs::read_to_string(root.join(path)).unwrap();
+        toml::from_str(&text).unwrap()
+    };
+    let (bridge, fuzz) = (manifest("Cargo.toml"), manifest("fuzz/Cargo.toml"));
+    let dev_profile = |m: &toml::Table| m.get("profile").and_then(|p| p.get("dev")).cloned();
+    assert!(bridge.get("dev-dependencies").is_some());
+    assert_eq!(
+        bridge.get("dev-dependencies"),
+        fuzz.get("dev-dependencies"),
+        "Cargo.toml and fuzz/Cargo.toml must list the same [dev-dependencies]"
+    );
+    assert!(dev_profile(&bridge).is_some());
+    assert_eq!(
+        dev_profile(&bridge),
+        dev_profile(&fuzz),
+        "Cargo.toml and fuzz/Cargo.toml must have the same [profile.dev]"
+    );
+}
