@@ -243,10 +243,9 @@ fn init_logging(format: LogFormat) -> webhook_bridge::logging::LogGuard {
     );
     let (writer, guard) = webhook_bridge::logging::stderr_writer();
     let output = match format {
+        // `.json()` for its field formatter (span fields); the line itself is `JsonLine`'s.
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
-            .flatten_event(true)
-            .with_current_span(false)
             .event_format(webhook_bridge::logging::json::JsonLine::new())
             .with_writer(writer)
             .boxed(),

@@ -1,6 +1,7 @@
 //! The layering of `src/` (ARCHITECTURE.md, "What may import what"), checked on the source: a
 //! module refers only to modules of lower layers (`crate::…` paths and `use super::…` never
 //! leave a module upward). Comments are not code and are skipped.
+//! Also: the fuzz crate's manifest stays in step with the bridge's, so its build reuses the suite's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

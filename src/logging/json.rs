@@ -333,8 +333,6 @@ mod tests {
         let out = Captured::default();
         let layer = tracing_subscriber::fmt::layer()
             .json()
-            .flatten_event(true)
-            .with_current_span(false)
             .with_writer(out.clone())
             .event_format(JsonLine::new());
         let subscriber = tracing_subscriber::registry().with(layer);
