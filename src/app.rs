@@ -345,6 +345,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         admin = %config.admin_listen,
         endpoints = config.endpoints.len(),
         worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+        thread_scheduling = config.thread_scheduling.as_str(),
         version = env!("CARGO_PKG_VERSION"),
         "webhook-bridge started"
     );

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use webhook_bridge::config::Config;
+use webhook_bridge::config::{Config, ThreadScheduling};
 use webhook_bridge::secret::redact_url;
 use webhook_bridge::send;
 use webhook_bridge::tools::{spool, tail, unrouted};
@@ -47,6 +47,38 @@ fn jemalloc_allocations() -> Option<u64> {
     let large: u64 =
         unsafe { tikv_jemalloc_ctl::raw::read(b"stats.arenas.4096.large.nrequests\0") }.ok()?;
     Some(small + large)
+}
+
+/// Put every thread of the process under `policy`: those already running (the log writer,
+/// jemalloc's background thread, this one), and through this one every thread started later —
+/// the async workers, the blocking pool, the AMQP client's I/O threads — since a new thread
+/// inherits its creator's policy. `SCHED_BATCH` and `SCHED_OTHER` need no privilege.
+#[cfg(target_os = "linux")]
+fn set_thread_scheduling(policy: ThreadScheduling) -> std::io::Result<()> {
+    let policy = match policy {
+        ThreadScheduling::Batch => libc::SCHED_BATCH,
+        ThreadScheduling::Normal => libc::SCHED_OTHER,
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    for entry in std::fs::read_dir("/proc/self/task")? {
+        let Some(tid) = entry?.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        // SAFETY: a plain system call on a thread id of this process, with a valid parameter
+        // that outlives it; a thread that has exited since the listing fails with ESRCH.
+        if unsafe { libc::sched_setscheduler(tid, policy, &param) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_thread_scheduling(_: ThreadScheduling) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[derive(Parser)]
@@ -287,6 +319,14 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve { config } => {
             let config = Config::load(&config)?;
             webhook_bridge::metrics::count_allocations_with(jemalloc_allocations);
+            if let Err(e) = set_thread_scheduling(config.thread_scheduling) {
+                // A seccomp profile may refuse the call: the bridge works the same without it.
+                tracing::warn!(
+                    thread_scheduling = config.thread_scheduling.as_str(),
+                    error = %e,
+                    "thread scheduling policy not applied; threads keep the policy they started with"
+                );
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(config.worker_threads)
                 .enable_all()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -152,23 +152,44 @@ impl BridgeProcess {
         self.child.id()
     }
 
-    /// Wait for `/readyz`; a bridge that never gets there fails the run with its log, which
-    /// says why (a port taken, the broker refusing the config's exchange, …).
+    /// Wait for `/readyz` and for the broker connection (`webhook_bridge_amqp_connected 1`,
+    /// set once the bridge has declared its exchange: with a spool the bridge is ready before
+    /// that, and the bench's queue could not be bound yet). A bridge that never gets there
+    /// fails the run with its log, which says why (a port taken, the broker refusing the
+    /// config's exchange, …).
     pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let client: Client<HttpConnector, Full<Bytes>> =
             Client::builder(TokioExecutor::new()).build_http();
         let end = Instant::now() + timeout;
         while Instant::now() < end {
             let uri: http::Uri = format!("http://127.0.0.1:{}/readyz", self.admin_port).parse()?;
-            if let Ok(r) = client.get(uri).await
-                && r.status() == 200
-            {
+            let ready = matches!(client.get(uri).await, Ok(r) if r.status() == 200);
+            if ready && self.broker_connected(&client).await {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         bail!("bridge not ready after {timeout:?}; log:\n{log}")
+    }
+}
+
+impl BridgeProcess {
+    /// Whether the bridge's `/metrics` says its broker connection is up.
+    async fn broker_connected(&self, client: &Client<HttpConnector, Full<Bytes>>) -> bool {
+        let Ok(uri) = format!("http://127.0.0.1:{}/metrics", self.admin_port).parse::<http::Uri>()
+        else {
+            return false;
+        };
+        let Ok(response) = client.get(uri).await else {
+            return false;
+        };
+        let Ok(body) = response.into_body().collect().await else {
+            return false;
+        };
+        String::from_utf8_lossy(&body.to_bytes())
+            .lines()
+            .any(|l| l == "webhook_bridge_amqp_connected 1")
     }
 }
 

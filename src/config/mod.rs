@@ -76,6 +76,30 @@ pub struct AmqpConfig {
     pub auth_mechanism: AuthMechanism,
 }
 
+/// The Linux scheduling policy the bridge's threads run under (`thread_scheduling`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThreadScheduling {
+    /// `SCHED_BATCH`: the kernel's fair scheduler, except that a thread the bridge wakes (the
+    /// AMQP client's I/O thread for a publish, the async worker for a confirm) does not preempt
+    /// the one that woke it; it runs on an idle core, or when the running thread sleeps or its
+    /// slice ends. Fewer context switches per webhook (docs/BENCHMARKS.md, "Threads under
+    /// SCHED_BATCH"); needs no privilege.
+    #[default]
+    Batch,
+    /// `SCHED_OTHER`, the kernel's default policy.
+    Normal,
+}
+
+impl ThreadScheduling {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Batch => "batch",
+            Self::Normal => "normal",
+        }
+    }
+}
+
 /// Type of the `<exchange>.unrouted` queue the bridge declares (`x-queue-type`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -233,6 +257,8 @@ pub struct Config {
     /// Threads of the async runtime that serves HTTP and runs the request path (the AMQP
     /// client's I/O thread and the blocking pool are apart from them).
     pub worker_threads: usize,
+    /// Applied to every thread of the process at start-up (`serve` only).
+    pub thread_scheduling: ThreadScheduling,
     pub limits: Limits,
     pub amqp: AmqpConfig,
     pub spool: SpoolConfig,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::{AuthMechanism, DedupConfig, QueueType, SpoolConfig};
+use super::{AuthMechanism, DedupConfig, QueueType, SpoolConfig, ThreadScheduling};
 use crate::auth::AuthConfig;
 use crate::providers::{self, Options};
 use crate::units::{de_duration, de_opt_size, de_size};
@@ -95,6 +95,8 @@ pub(super) struct RawConfig {
     pub(super) max_body: u64,
     #[serde(default = "default_worker_threads")]
     pub(super) worker_threads: usize,
+    #[serde(default)]
+    pub(super) thread_scheduling: ThreadScheduling,
     #[serde(default)]
     pub(super) limits: RawLimits,
     pub(super) amqp: RawAmqp,

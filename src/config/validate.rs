@@ -85,6 +85,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         ack_deadline: raw.ack_deadline,
         max_body: usize::try_from(raw.max_body).unwrap_or(usize::MAX),
         worker_threads: raw.worker_threads,
+        thread_scheduling: raw.thread_scheduling,
         limits,
         amqp,
         spool: raw.spool,
