@@ -427,8 +427,13 @@ fn run(command: Command) -> anyhow::Result<()> {
 fn print_config(cfg: &Config) {
     println!("config OK");
     println!(
-        "listen {}  admin {}  ack_deadline {:?}  max_body {}B  worker_threads {}",
-        cfg.listen, cfg.admin_listen, cfg.ack_deadline, cfg.max_body, cfg.worker_threads
+        "listen {}  admin {}  ack_deadline {:?}  max_body {}B  worker_threads {}  thread_scheduling {}",
+        cfg.listen,
+        cfg.admin_listen,
+        cfg.ack_deadline,
+        cfg.max_body,
+        cfg.worker_threads,
+        cfg.thread_scheduling.as_str()
     );
     for url in &cfg.amqp.urls {
         println!("amqp {}", redact_url(url.expose()));

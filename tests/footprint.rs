@@ -47,3 +47,58 @@ async fn the_runtime_has_the_configured_worker_threads() {
         bridge.cleanup().await;
     }
 }
+
+/// Every thread of the bridge runs under `thread_scheduling`: `SCHED_BATCH` by default (a thread
+/// it wakes does not preempt the one that woke it), `SCHED_OTHER` with `"normal"`; the threads
+/// started before the configuration was read (the log writer, jemalloc's) and after it (the
+/// async worker, the AMQP client's I/O thread, made when the broker connection opened) alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_thread_runs_under_the_configured_scheduling_policy() {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_BATCH: u32 = 3;
+    broker_available().await;
+    for (top, policy, name) in [
+        ("", SCHED_BATCH, "batch"),
+        ("thread_scheduling = \"normal\"\n", SCHED_OTHER, "normal"),
+    ] {
+        let bridge = Bridge::start_with(BridgeOptions {
+            top: top.to_string(),
+            ..BridgeOptions::default()
+        })
+        .await;
+        assert_eq!(bridge.post_wegocod_sample().await.status(), 200);
+        let threads = thread_policies(bridge.child.id());
+        for expected in ["lapin-io-loop", "tokio-rt-worker"] {
+            assert!(
+                threads.iter().any(|(comm, _)| comm == expected),
+                "no {expected} thread in {threads:?}"
+            );
+        }
+        for (comm, p) in &threads {
+            assert_eq!(*p, policy, "thread {comm} with {top:?}: {threads:?}");
+        }
+        let logs = bridge.logs();
+        let started: serde_json::Value = logs
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .find(|v: &serde_json::Value| v["message"] == "webhook-bridge started")
+            .unwrap_or_else(|| panic!("no start-up line in {logs}"));
+        assert_eq!(started["thread_scheduling"], name, "with {top:?}");
+        bridge.cleanup().await;
+    }
+}
+
+/// Each thread of `pid`: its name and its scheduling policy (`/proc/<pid>/task/<tid>/stat`,
+/// field 41; the name in parentheses may itself hold spaces or parentheses).
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let mut threads = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(entry.unwrap().path().join("stat")).unwrap();
+        let (open, close) = (stat.find('(').unwrap(), stat.rfind(')').unwrap());
+        let comm = stat[open + 1..close].to_string();
+        // Fields after the name start at the 3rd (state); the policy is the 41st.
+        let policy = stat[close + 1..].split_whitespace().nth(41 - 3).unwrap();
+        threads.push((comm, policy.parse().unwrap()));
+    }
+    threads
+}

@@ -353,6 +353,22 @@ urls = ["amqp://guest:guest@127.0.0.1:5672/%2f"]
     }
 
     #[test]
+    fn thread_scheduling_defaults_to_batch_and_names_a_policy() {
+        let with_endpoint =
+            format!("{BASE}\n[[endpoint]]\nname='a'\nprovider='peddler'\npath='/p'\nsecret='s'\n");
+        let cfg = Config::from_toml(&with_endpoint).unwrap();
+        assert_eq!(cfg.thread_scheduling, ThreadScheduling::Batch);
+        let normal = format!("thread_scheduling = 'normal'\n{with_endpoint}");
+        let cfg = Config::from_toml(&normal).unwrap();
+        assert_eq!(cfg.thread_scheduling, ThreadScheduling::Normal);
+        let e = err(&format!("thread_scheduling = 'fifo'\n{with_endpoint}"));
+        assert!(
+            e.contains("thread_scheduling") && e.contains("batch"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn bad_duration_and_unknown_key_are_reported() {
         assert!(err(&format!("ack_deadline = 'soon'\n{BASE}")).contains("ack_deadline"));
         assert!(err(&format!("bogus = 1\n{BASE}")).contains("bogus"));
