@@ -316,18 +316,30 @@ impl<'a> Doc<'a> {
         }
     }
 
+    /// The value at the top-level pointer token `key` (unescaped) as a document of its own, its
+    /// entries cut once: for several lookups inside one nested object, each of which would
+    /// otherwise scan it again. A lookup in it finds what the same pointer under `/key` finds in
+    /// `self`.
+    pub fn nested(&self, key: &str) -> Option<Doc<'a>> {
+        self.child(key).map(Doc::of)
+    }
+
+    /// One pointer step from the top: a member through the entries cut once, or an element.
+    fn child(&self, token: &str) -> Option<&'a RawValue> {
+        if self.is_object() {
+            self.get(token)
+        } else {
+            step(self.whole, token)
+        }
+    }
+
     /// The raw text at `pointer` (RFC 6901), as `Value::pointer` would find it.
     pub fn raw_at(&self, pointer: &str) -> Option<&'a RawValue> {
         if pointer.is_empty() {
             return Some(self.whole);
         }
         let mut tokens = pointer.strip_prefix('/')?.split('/');
-        let first = unescape(tokens.next()?);
-        let mut current = if self.is_object() {
-            self.get(&first)?
-        } else {
-            step(self.whole, &first)?
-        };
+        let mut current = self.child(&unescape(tokens.next()?))?;
         for token in tokens {
             current = step(current, &unescape(token))?;
         }
@@ -684,6 +696,18 @@ mod tests {
                     value.pointer(pointer),
                     "{body} {pointer}"
                 );
+                // The same lookup from the first token's member, cut on its own.
+                if let Some((first, rest)) = pointer
+                    .strip_prefix('/')
+                    .and_then(|p| p.split_once('/'))
+                {
+                    let nested = doc.nested(&unescape(first));
+                    assert_eq!(
+                        nested.as_ref().and_then(|n| n.value_at(&format!("/{rest}"))),
+                        value.pointer(pointer).cloned(),
+                        "{body} {pointer}, nested"
+                    );
+                }
             }
         }
         // More keys than are kept: each lookup reads the object again, with the same answers.

@@ -79,8 +79,11 @@ pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
                 .map(str::to_string)
         })
         .unwrap_or_default();
-    let reference = doc.str_at("/order/reference");
-    let new_status = doc.str_at("/order/new_status");
+    // Four fields of one nested object: its entries are cut once, not scanned per field.
+    let order = doc.nested("order");
+    let order_str = |pointer: &str| order.as_ref().and_then(|o| o.str_at(pointer));
+    let reference = order_str("/reference");
+    let new_status = order_str("/new_status");
     let (true, Some(reference), Some(new_status)) =
         (event_name == "order.status_updated", reference, new_status)
     else {
@@ -99,8 +102,8 @@ pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
     event.entity_id = Some(reference);
     event.status = Some(status(&new_status));
     event.provider_status = Some(new_status);
-    event.previous_status = doc.str_at("/order/old_status");
-    event.tracking_number = doc.str_at("/order/tracking_number");
+    event.previous_status = order_str("/old_status");
+    event.tracking_number = order_str("/tracking_number");
     event.occurred_at = doc.str_at("/timestamp");
     Ok(Parsed::Events(vec![event]))
 }
