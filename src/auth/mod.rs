@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use http::header::AsHeaderName;
 use http::{HeaderMap, HeaderName};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -238,8 +239,7 @@ pub fn verify_head(
             }
         }
         AuthConfig::Header { header } => {
-            let name = header_name(header)?;
-            let value = single_header(headers, &name)?;
+            let value = single_header(headers, header.as_str())?;
             any_secret_eq(secrets, value.as_bytes())?;
         }
         AuthConfig::PathToken => {
@@ -312,7 +312,9 @@ fn header_name(name: &str) -> Result<HeaderName, AuthError> {
 }
 
 /// Exactly one value of `name`, as text. Two values are refused rather than guessed between.
-fn single_header<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<&'h str, AuthError> {
+/// A configured name is looked up as the text it is (checked when the configuration was
+/// loaded): no `HeaderName`, whose parse would copy a non-standard name on every request.
+fn single_header<K: AsHeaderName>(headers: &HeaderMap, name: K) -> Result<&str, AuthError> {
     let mut values = headers.get_all(name).iter();
     let first = values.next().ok_or(AuthError::Missing)?;
     if values.next().is_some() {
@@ -361,8 +363,7 @@ fn hmac_signature(
     encoding: MacEncoding,
     prefix: Option<&str>,
 ) -> Result<Vec<u8>, AuthError> {
-    let name = header_name(header)?;
-    let value = single_header(headers, &name)?.trim();
+    let value = single_header(headers, header)?.trim();
     let value = match prefix {
         Some(p) => value.strip_prefix(p).ok_or(AuthError::Malformed)?,
         None => value,
@@ -394,9 +395,9 @@ impl<'h> StandardHead<'h> {
         now: SystemTime,
         tolerance: Duration,
     ) -> Result<Self, AuthError> {
-        let id = single_header(headers, &HeaderName::from_static("webhook-id"))?;
-        let timestamp = single_header(headers, &HeaderName::from_static("webhook-timestamp"))?;
-        let list = single_header(headers, &HeaderName::from_static("webhook-signature"))?;
+        let id = single_header(headers, HeaderName::from_static("webhook-id"))?;
+        let timestamp = single_header(headers, HeaderName::from_static("webhook-timestamp"))?;
+        let list = single_header(headers, HeaderName::from_static("webhook-signature"))?;
         let ts_secs: u64 = timestamp.trim().parse().map_err(|_| AuthError::Malformed)?;
         let now = now
             .duration_since(UNIX_EPOCH)

@@ -697,13 +697,14 @@ mod tests {
                     "{body} {pointer}"
                 );
                 // The same lookup from the first token's member, cut on its own.
-                if let Some((first, rest)) = pointer
-                    .strip_prefix('/')
-                    .and_then(|p| p.split_once('/'))
+                if let Some((first, rest)) =
+                    pointer.strip_prefix('/').and_then(|p| p.split_once('/'))
                 {
                     let nested = doc.nested(&unescape(first));
                     assert_eq!(
-                        nested.as_ref().and_then(|n| n.value_at(&format!("/{rest}"))),
+                        nested
+                            .as_ref()
+                            .and_then(|n| n.value_at(&format!("/{rest}"))),
                         value.pointer(pointer).cloned(),
                         "{body} {pointer}, nested"
                     );

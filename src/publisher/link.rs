@@ -55,7 +55,9 @@ pub fn with_defaults(url: &str) -> String {
 
 /// One confirm channel of a link, replaceable (see [`Link::renew`]).
 pub(super) struct Slot {
-    channel: Channel,
+    /// Shared with the publishes under way on it: one reference count per publish, where
+    /// cloning lapin's `Channel` itself clones a dozen.
+    channel: Arc<Channel>,
     opened: Instant,
 }
 
@@ -93,9 +95,9 @@ impl Link {
     }
 
     /// The next channel, round robin, and its index.
-    pub(super) fn channel(&self) -> (usize, Channel) {
+    pub(super) fn channel(&self) -> (usize, Arc<Channel>) {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        (i, self.slot(i).channel.clone())
+        (i, Arc::clone(&self.slot(i).channel))
     }
 
     /// Replace the channel at `i`, which got a nack, with a new confirm channel (unless it was
@@ -119,7 +121,7 @@ impl Link {
             .await;
             match opened {
                 Ok(ch) => {
-                    let old = std::mem::replace(&mut link.slot(i).channel, ch);
+                    let old = std::mem::replace(&mut link.slot(i).channel, Arc::new(ch));
                     info!(
                         channel = old.id(),
                         "publish nacked; publishing on a new channel"
@@ -340,7 +342,7 @@ impl Publisher {
             let ch = conn.create_channel().await?;
             ch.confirm_select(ConfirmSelectOptions::default()).await?;
             channels.push(Mutex::new(Slot {
-                channel: ch,
+                channel: Arc::new(ch),
                 opened: Instant::now(),
             }));
         }
