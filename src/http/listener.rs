@@ -53,7 +53,8 @@ pub async fn serve_providers(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_header_size(MAX_HEADER_BYTES)
-        .max_buf_size(64 * 1024);
+        .max_buf_size(64 * 1024)
+        .writev(false);
     let mut refuse = http1::Builder::new();
     refuse
         .timer(TokioTimer::new())
