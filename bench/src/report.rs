@@ -152,13 +152,29 @@ impl Report {
         if let (Some(raw), Some(bridge)) = (self.raw_client_us_per_event, self.bridge_us_per_event)
         {
             let x = bridge / raw.max(f64::MIN_POSITIVE);
-            verdict(
-                &format!(
-                    "bridge CPU per single-event webhook {bridge:.1} µs / raw client CPU per event \
-                     {raw:.1} µs = {x:.2}x (goal <= 2x)"
-                ),
-                x <= 2.0,
+            let mut line = format!(
+                "bridge CPU per single-event webhook {bridge:.1} µs / raw client CPU per event \
+                 {raw:.1} µs = {x:.2}x"
             );
+            // The fastest shapes are often within a fraction of a percent of each other while
+            // their clients' CPU differs by a third: the verdict is taken against the cheapest
+            // client the shape search measured, so it does not depend on which shape won by a hair.
+            let mut strictest = x;
+            let cheapest = self
+                .raw_shapes
+                .iter()
+                .min_by(|a, b| a.client_us_per_event.total_cmp(&b.client_us_per_event));
+            if let Some(c) = cheapest.filter(|c| c.client_us_per_event < raw) {
+                let y = bridge / c.client_us_per_event.max(f64::MIN_POSITIVE);
+                line.push_str(&format!(
+                    "; against the cheapest raw client ({}, {:.1} µs/event in the shape search) \
+                     {y:.2}x",
+                    c.shape.name(),
+                    c.client_us_per_event
+                ));
+                strictest = strictest.max(y);
+            }
+            verdict(&format!("{line} (goal <= 2x)"), strictest <= 2.0);
         }
         match self.coupled_ratio {
             Some(c) => {
