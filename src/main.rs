@@ -1,4 +1,5 @@
-//! Command line: parse, load config, dispatch. Nothing else lives here.
+//! Command line: parse, load config, dispatch; and what only the binary sets up for the whole
+//! process: the allocator and the threads' scheduling policy.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -324,7 +325,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 tracing::warn!(
                     thread_scheduling = config.thread_scheduling.as_str(),
                     error = %e,
-                    "thread scheduling policy not applied; threads keep the policy they started with"
+                    "thread scheduling policy not applied to every thread; those it failed on keep the policy they started with"
                 );
             }
             let runtime = tokio::runtime::Builder::new_multi_thread()
