@@ -37,12 +37,7 @@ async fn the_runtime_has_the_configured_worker_threads() {
         })
         .await;
         assert_eq!(bridge.post_wegocod_sample().await.status(), 200);
-        let logs = bridge.logs();
-        let started: serde_json::Value = logs
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .find(|v: &serde_json::Value| v["message"] == "webhook-bridge started")
-            .unwrap_or_else(|| panic!("no start-up line in {logs}"));
+        let started = startup_line(&bridge);
         assert_eq!(started["worker_threads"], expected, "with {top:?}");
         bridge.cleanup().await;
     }
@@ -77,15 +72,19 @@ async fn every_thread_runs_under_the_configured_scheduling_policy() {
         for (comm, p) in &threads {
             assert_eq!(*p, policy, "thread {comm} with {top:?}: {threads:?}");
         }
-        let logs = bridge.logs();
-        let started: serde_json::Value = logs
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .find(|v: &serde_json::Value| v["message"] == "webhook-bridge started")
-            .unwrap_or_else(|| panic!("no start-up line in {logs}"));
+        let started = startup_line(&bridge);
         assert_eq!(started["thread_scheduling"], name, "with {top:?}");
         bridge.cleanup().await;
     }
+}
+
+/// The bridge's start-up log line, parsed.
+fn startup_line(bridge: &Bridge) -> serde_json::Value {
+    let logs = bridge.logs();
+    logs.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|v: &serde_json::Value| v["message"] == "webhook-bridge started")
+        .unwrap_or_else(|| panic!("no start-up line in {logs}"))
 }
 
 /// Each thread of `pid`: its name and its scheduling policy (`/proc/<pid>/task/<tid>/stat`,
