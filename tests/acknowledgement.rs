@@ -1,7 +1,7 @@
 //! docs/contract.md §6.1, row by row: what each situation is answered, and that nothing unauthenticated or
 //! malformed is ever published.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! bytes held in memory, admin connections, metric series — while legitimate requests are still
 //! answered in time.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

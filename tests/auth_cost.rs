@@ -2,7 +2,7 @@
 //! with 3,900 short bogus `v1,` signatures (what fits in the 32 KiB request head) must be
 //! refused without a MAC per signature. Prints the time per request next to the time of verifying one
 //! genuine 1 MiB request, for docs and comparisons:
-//! `cargo test --release --test auth_cost -- --nocapture`.
+//! `cargo test --release --test suite -- --nocapture auth_cost::`.
 
 use std::time::{Duration, Instant, SystemTime};
 

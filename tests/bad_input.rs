@@ -7,7 +7,7 @@
 //! Content types are not checked by the bridge (some providers send JSON as `text/plain`); the
 //! body is judged, so a valid body under any content type is accepted and an invalid one refused.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -1161,7 +1161,7 @@ fn single_event_bodies_are_parsed_without_a_tree() {
 
 /// Allocations and bytes of one parse of each bundled single-event sample, and the mean time of
 /// a parse (meaningful in a release build), for docs/BENCHMARKS.md: `cargo nextest run
-/// --cargo-profile release --test bad_input single_event_samples_parse_cost --run-ignored only
+/// --cargo-profile release --test suite bad_input::single_event_samples_parse_cost --run-ignored only
 /// --no-capture`.
 #[test]
 #[ignore = "prints figures for the docs"]

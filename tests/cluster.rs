@@ -6,9 +6,9 @@
 //! variant gives the bridge's user suffice.
 //!
 //! They stop and start cluster nodes, so they are `#[ignore]`d and run one at a time, in the last
-//! step of `scripts/test`: `cargo test --test cluster -- --ignored --test-threads=1`.
+//! step of `scripts/test`: `cargo test --test suite -- --ignored --test-threads=1 cluster::`.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -4,7 +4,7 @@
 //! delivery limit instead of looping; a duplicate (same `message_id`, while running and after a
 //! restart) is acknowledged without being processed again.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@
 //! - the status enum of the code, of the schema and of the document agree, and every row of the
 //!   mapping tables is what the code does.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! Kubernetes config is one the binary accepts, and the "spool near full" alert agrees with the
 //! configured spool size. scripts/check-deploy validates the files' syntax; this checks meaning.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! before `ack_deadline`, and every event answered 2xx arrives in a consumer queue (duplicates
 //! allowed). The bridge talks to RabbitMQ through a test proxy that can be cut or frozen.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -276,7 +276,7 @@ impl Drop for BrokerStopped {
 }
 
 /// Disturbs everyone using the local broker, so it is run on its own, in a serial step:
-/// `cargo test --test faults -- --ignored broker_restart`.
+/// `cargo test --test suite -- --ignored faults::broker_restart`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "stops and starts the shared RabbitMQ app; run serially"]
 async fn broker_restart_mid_load_every_acked_event_arrives() {

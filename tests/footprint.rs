@@ -3,7 +3,7 @@
 //! frames, grown by writing zeros to the broker's 128 KiB `frame_max` (8 MiB resident); the
 //! bridge now names a 16 KiB `frame_max` in the URL (docs/contract.md §3, `[amqp] urls`).
 
-mod common;
+use crate::common;
 
 use common::*;
 

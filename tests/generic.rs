@@ -2,7 +2,7 @@
 //! prefix, a Standard Webhooks sender), every other auth scheme, splitting, and unrecognized
 //! bodies — over real HTTP into a real queue.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

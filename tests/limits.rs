@@ -5,7 +5,7 @@
 //! large, malformed, stalled) is counted in `connection_errors_total` and logged; an idle one is
 //! not.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

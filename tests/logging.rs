@@ -1,7 +1,7 @@
 //! Logs: one structured line per request, and never a body, secret, signature, token or PII —
 //! even with `RUST_LOG=trace`, which also turns on the AMQP client's own logging.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! docs/contract.md §7.2 metrics, scraped from /metrics after known traffic: names, label sets and exact counts.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;

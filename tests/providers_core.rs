@@ -1,7 +1,7 @@
 //! Each core provider's documented sample, sent over real HTTP the way the provider signs it,
 //! arrives on the real broker with the right routing key, envelope and AMQP properties.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

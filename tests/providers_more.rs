@@ -1,7 +1,7 @@
 //! isendu and Mailship through real HTTP into a real queue: every documented sample, the isendu
 //! handshake, batches of 0/1/100 elements, and every authentication failure mode.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

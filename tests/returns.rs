@@ -7,7 +7,7 @@
 //! queue, or kept in the spool until it can be put there. Never skipped, never answered
 //! `accepted` and dropped because lapin handed the return to another request's confirm.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `webhook-bridge send` against a running bridge: the real binary signs each provider's sample
 //! the way the provider would, the bridge accepts it, and the event arrives on the real broker.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! broker for up to `[spool] shutdown_drain`, keeps what is left, and exits 0; every event it
 //! answered 2xx arrives.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! SIGKILL (before or during the drain, and a torn tail), are drained in order, and a repeat of
 //! an event already made durable is answered 200 without being published again.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! oldest spooled event (growing) while the broker is cut off, and 0 again once the spool is
 //! drained.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

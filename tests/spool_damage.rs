@@ -5,7 +5,7 @@
 //! messages of answered requests are never given up; panicking background tasks are restarted;
 //! spools of the previous format are read, spools of a newer format refused untouched.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! whose broker is unreachable: what it reports matches what was spooled, and it changes nothing
 //! in the directory.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -9,9 +9,9 @@
 //! the cluster's CA.
 //!
 //! They need the cluster, so they are `#[ignore]`d and run one at a time in the cluster step of
-//! `scripts/test`: `cargo test --test tls -- --ignored --test-threads=1`.
+//! `scripts/test`: `cargo test --test suite -- --ignored --test-threads=1 tls::`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

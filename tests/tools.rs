@@ -3,7 +3,7 @@
 //! parked messages back to the exchange exactly once, keeps what is still unroutable, and
 //! changes nothing with `--dry-run`.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};

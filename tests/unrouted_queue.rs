@@ -2,7 +2,7 @@
 //! default, a classic one when configured so, and an existing queue of the other type is used as
 //! it is, with a warning, instead of failing every connect.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
