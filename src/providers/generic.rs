@@ -282,8 +282,8 @@ impl Context<'_> {
         // The event name is part of the key: with `event_header`, two different events may
         // carry the same body.
         let key = match cfg.id_pointer.as_deref().and_then(|p| element.str_at(p)) {
-            Some(id) => format!("{kind}:id:{id}"),
-            None => format!("{kind}:hash:{}", hash_hex(raw.get().as_bytes())),
+            Some(id) => [&*kind, ":id:", &id].concat(),
+            None => [&*kind, ":hash:", &hash_hex(raw.get().as_bytes())].concat(),
         };
         let entity_id = cfg
             .entity_id_pointer

@@ -244,7 +244,7 @@ pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
         _ => None,
     };
     let natural_key = match &provider_status {
-        Some(s) => format!("{id}:{s}"),
+        Some(s) => [id.as_str(), ":", s.as_str()].concat(),
         None => id,
     };
     let mut event = Event::new(kind.name(), kind.kind(), natural_key, doc.payload());

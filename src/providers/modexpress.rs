@@ -68,7 +68,7 @@ pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
     let mut event = Event::new(
         action,
         "order.status_changed",
-        format!("{order_id}:{status_id}"),
+        [order_id.as_str(), ":", &status_id].concat(),
         doc.payload(),
     );
     event.entity = Some("order".into());

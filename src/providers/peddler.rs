@@ -66,7 +66,7 @@ pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
     let mut event = Event::new(
         "shipment.status",
         "shipment.status_changed",
-        format!("{id}:{provider_status}:{}", ts.as_deref().unwrap_or("")),
+        [id.as_str(), ":", &provider_status, ":", ts.as_deref().unwrap_or("")].concat(),
         doc.payload(),
     );
     event.entity = Some("shipment".into());

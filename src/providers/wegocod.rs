@@ -95,7 +95,7 @@ pub fn parse(inbound: &Inbound<'_>) -> Result<Parsed, ParseError> {
     let mut event = Event::new(
         event_name,
         "order.status_changed",
-        format!("{reference}:{new_status}"),
+        [reference.as_str(), ":", &new_status].concat(),
         doc.payload(),
     );
     event.entity = Some("order".into());
