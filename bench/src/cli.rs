@@ -77,6 +77,11 @@ pub struct Args {
     /// Accepted for older command lines; the coupled ceiling now runs by default.
     #[arg(long, hide = true)]
     pub coupled_phase: bool,
+    /// Only time the bridge's own steps on single-event webhooks in this process (routing, the
+    /// head's checks, the signature, parsing, the envelope; no HTTP, broker, log line or
+    /// metrics), this many requests per round, and exit: a quiet A/B of those steps.
+    #[arg(long, value_name = "REQUESTS")]
+    pub request_path: Option<usize>,
     /// Skip the unmeasured broker warm-up (raw, then bridge) before the first round.
     #[arg(long)]
     pub no_broker_warmup: bool,

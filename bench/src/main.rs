@@ -26,6 +26,7 @@ mod load;
 mod phases;
 mod raw;
 mod report;
+mod request_path;
 mod setup;
 mod split;
 mod sys;
@@ -49,6 +50,9 @@ fn main() -> Result<()> {
             &args.amqp_url,
             &args.cleanup_only,
         ));
+    }
+    if let Some(requests) = args.request_path {
+        return request_path::run(requests, args.rounds.unwrap_or(5));
     }
     let bin = bridge::binary(&args)?;
     runtime()?.block_on(async move {

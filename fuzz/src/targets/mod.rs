@@ -2,6 +2,7 @@
 //! to `<name>::run`, and the mutation smoke test (`crate::smoke`) runs them without libFuzzer.
 
 pub mod auth_verify;
+pub mod json_scan;
 pub mod parse_any;
 pub mod parse_generic;
 pub mod parse_isendu;
@@ -18,6 +19,7 @@ pub const ALL: &[(&str, Target)] = &[
     ("parse_isendu", parse_isendu::run),
     ("parse_mailship", parse_mailship::run),
     ("parse_generic", parse_generic::run),
+    ("json_scan", json_scan::run),
     ("auth_verify", auth_verify::run),
     ("spool_record", spool_record::run),
     ("request", request::run),

@@ -12,6 +12,11 @@
 //! limit (128 levels) or its number-range check, so a body `Value` refuses (`[[[…]]]` 100,000
 //! deep, `1e999999`) would pass as raw elements and reach consumers. [`validate`] goes through
 //! `deserialize_any` like `Value` does, so it accepts exactly what `Value` accepts.
+//!
+//! A single event's body is first offered to [`scan`], which checks it and cuts its top level
+//! in one pass where serde_json takes three (check, whole, entries); it accepts only what it is
+//! sure `Value` accepts and leaves everything else — every error included — to the three passes,
+//! so verdicts and error messages stay serde_json's.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -23,6 +28,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::ParseError;
+
+pub mod scan;
 
 /// The key serde_json's `Value` reads as "the string value is JSON text" when it is an object's
 /// first key (its `raw_value` feature); [`validate`] follows it so that it agrees with `Value`.
@@ -245,7 +252,8 @@ impl<'de, 'e> Visitor<'de> for ElementsSeed<'e, 'de> {
     }
 }
 
-/// A body of one event: checked once as `Value` would parse it, then read lazily. Its text is
+/// A body of one event: checked once as `Value` would parse it (by [`scan`] in one pass, or by
+/// [`validate`] when the scanner leaves it to serde_json), then read lazily. Its text is
 /// the payload; fields are looked up by JSON pointer without building a tree. The top-level
 /// entries are cut once into borrowed slices (a key and a `&RawValue` each, 40 bytes per key, up
 /// to [`MAX_KEPT_KEYS`]; an object with more is searched again at each lookup instead); deeper
@@ -263,7 +271,7 @@ pub struct Doc<'a> {
     whole: &'a RawValue,
     /// The top-level entries, in order, when the body is an object (duplicates kept: lookups
     /// take the last, as `Value` does); `None` when it has more than [`MAX_KEPT_KEYS`].
-    entries: Option<Vec<(Cow<'a, str>, &'a RawValue)>>,
+    entries: Option<scan::Entries<'a>>,
 }
 
 /// Most top-level entries a [`Doc`] keeps (5 KiB): webhook bodies have a few dozen keys, and a
@@ -271,18 +279,35 @@ pub struct Doc<'a> {
 pub const MAX_KEPT_KEYS: usize = 128;
 
 impl<'a> Doc<'a> {
-    /// Check `body` ([`validate`]: refused as `ParseError::NotJson` exactly when `Value` would
-    /// refuse it) and cut its top level.
+    /// Check `body` (refused as `ParseError::NotJson` exactly when `Value` would refuse it, with
+    /// serde_json's message) and cut its top level.
     pub fn parse(body: &'a [u8]) -> Result<Self, ParseError> {
+        // One pass when the scanner can decide (nearly every webhook body); serde_json's three
+        // otherwise, whose verdict and message are then the answer.
+        if let Ok(text) = std::str::from_utf8(body)
+            && let Some(scanned) = scan::scan(text, MAX_KEPT_KEYS)
+        {
+            return Ok(Self {
+                whole: scanned.whole,
+                entries: scanned.entries,
+            });
+        }
         let text = validate(body)?;
         let whole: &'a RawValue =
             serde_json::from_str(text).map_err(|e| ParseError::NotJson(e.to_string()))?;
         Ok(Self::of(whole))
     }
 
-    /// A part of a body already [`validate`]d as a whole (a batch element).
+    /// A part of a body already checked as a whole (a batch element, a nested object); cut by
+    /// [`scan`], or by serde_json where the scanner leaves it.
     pub fn of(whole: &'a RawValue) -> Self {
         let entries = if whole.get().starts_with('{') {
+            if let Some(scanned) = scan::scan(whole.get(), MAX_KEPT_KEYS) {
+                return Self {
+                    whole,
+                    entries: scanned.entries,
+                };
+            }
             // Fails past `MAX_KEPT_KEYS` (the text is checked: for no other reason).
             serde_json::from_str::<RawEntries<'a>>(whole.get())
                 .map(|e| e.0)
@@ -426,7 +451,7 @@ fn scalar(raw: &RawValue) -> Option<String> {
 }
 
 /// An object's entries in order, values kept raw; an error past [`MAX_KEPT_KEYS`].
-struct RawEntries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+struct RawEntries<'a>(scan::Entries<'a>);
 
 impl<'de> Deserialize<'de> for RawEntries<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
