@@ -432,10 +432,13 @@ pub fn scalar_at(text: &str, pointer: &str) -> Option<String> {
 
 /// The text of a raw JSON string, escapes resolved; `None` for anything else.
 pub fn string(raw: &RawValue) -> Option<String> {
-    if raw.get().starts_with('"') {
-        serde_json::from_str(raw.get()).ok()
+    let text = raw.get();
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') {
+        serde_json::from_str(text).ok()
     } else {
-        None
+        // A checked string without escapes is its own text (most fields of most bodies).
+        Some(inner.to_owned())
     }
 }
 
@@ -615,6 +618,27 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(&body[..body.len().min(80)])
             );
+        }
+    }
+
+    /// A raw string's text is serde_json's reading of it, with and without escapes.
+    #[test]
+    fn string_reads_what_serde_json_reads() {
+        for text in [
+            r#""plain""#,
+            r#""""#,
+            r#""é ✓ \u00e9""#,
+            r#""a\"b\\c\/d\n""#,
+            r#""\ud83d\ude00""#,
+            "1",
+            "null",
+            "[\"a\"]",
+        ] {
+            let raw: &RawValue = serde_json::from_str(text).unwrap();
+            let theirs = serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned));
+            assert_eq!(string(raw), theirs, "{text}");
         }
     }
 
