@@ -52,7 +52,7 @@ fn main() -> Result<()> {
         ));
     }
     if let Some(requests) = args.request_path {
-        return request_path::run(requests, args.rounds.unwrap_or(5));
+        return request_path::run(requests, args.rounds.unwrap_or(5), args.batch);
     }
     let bin = bridge::binary(&args)?;
     runtime()?.block_on(async move {

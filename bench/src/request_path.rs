@@ -16,9 +16,9 @@ use webhook_bridge::config::Config;
 use webhook_bridge::envelope;
 use webhook_bridge::http::{Prepared, Router, offline};
 use webhook_bridge::providers::json::Doc;
-use webhook_bridge::providers::{Inbound, Parsed, wegocod};
+use webhook_bridge::providers::{Inbound, Parsed, isendu, wegocod};
 
-use crate::bridge;
+use crate::{bridge, webhooks};
 
 /// Distinct bodies, cycled: more than fit the caches of the machine's cores together with the
 /// rest, fewer than take long to sign.
@@ -32,7 +32,7 @@ struct Request {
 
 /// Run every step `iterations` times per round, `rounds` rounds, and print the median ns per
 /// request of each.
-pub fn run(iterations: usize, rounds: usize) -> Result<()> {
+pub fn run(iterations: usize, rounds: usize, batch: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = bridge::write_config(dir.path(), "amqp://127.0.0.1:1/%2f", "request-path", 1)?;
     let config = Config::load(&path)?;
@@ -71,6 +71,26 @@ pub fn run(iterations: usize, rounds: usize) -> Result<()> {
         }
     };
     let parsed: Vec<_> = requests.iter().map(events).collect();
+    // isendu batches as the isendu phase sends them (`--batch` elements): the batch path's parse.
+    let isendu = bridge::endpoint(&config, &isendu::PROVIDER)?;
+    let batches: Vec<Vec<u8>> = (0..64)
+        .map(|n| webhooks::isendu_batch("request-path", n, batch).into_bytes())
+        .collect();
+    let no_headers = HeaderMap::new();
+    let batch_events = |i: usize| {
+        let inbound = Inbound {
+            options: &isendu.options,
+            headers: &no_headers,
+            body: &batches[i % batches.len()],
+        };
+        match isendu.provider.parse(&inbound) {
+            Ok(Parsed::Events(events)) => events.len(),
+            _ => 0,
+        }
+    };
+    if batch_events(0) != batch {
+        bail!("the bench's isendu batch does not parse into {batch} events");
+    }
 
     println!(
         "request path, in process (no HTTP, broker, log line or metrics): {} distinct signed \
@@ -78,7 +98,8 @@ pub fn run(iterations: usize, rounds: usize) -> Result<()> {
         requests.len(),
         first.body.len()
     );
-    let steps: [(&str, &dyn Fn(usize) -> usize); 5] = [
+    let isendu_name = format!("isendu batch of {batch}, whole (isendu::parse; ÷{batch} per event)");
+    let steps: [(&str, &dyn Fn(usize) -> usize); 6] = [
         (
             "whole (route → head → signature → parse → envelope)",
             &|i| match whole(&requests[i % requests.len()]) {
@@ -109,8 +130,15 @@ pub fn run(iterations: usize, rounds: usize) -> Result<()> {
                 .map(|m| m.body.len())
                 .sum()
         }),
+        (&isendu_name, &batch_events),
     ];
     for (name, step) in steps {
+        // A batch is `batch` events' work: as many events per round as the other steps take.
+        let iterations = if std::ptr::eq(name, isendu_name.as_str()) {
+            (iterations / batch.max(1)).max(1)
+        } else {
+            iterations
+        };
         let mut per_round = Vec::with_capacity(rounds);
         for _ in 0..rounds {
             let started = Instant::now();

@@ -155,7 +155,7 @@ impl HttpDriver {
 
 /// A tracking batch shaped like the isendu sample, every element with its own uuid (the
 /// natural key), so none is taken for a duplicate.
-fn isendu_batch(run: &str, n: u64, batch: usize) -> String {
+pub fn isendu_batch(run: &str, n: u64, batch: usize) -> String {
     let h = run
         .bytes()
         .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));

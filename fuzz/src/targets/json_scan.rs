@@ -3,8 +3,9 @@
 //!
 //! Invariants: a text the scanner accepts is one `serde_json::Value` accepts, its whole is the raw
 //! value serde_json cuts, and its top-level entries are serde_json's, keys unescaped, in order,
-//! duplicates kept (none kept past the limit); and `Doc::parse`, which takes the scanner's answer
-//! or serde_json's three passes, accepts exactly what `Value` accepts.
+//! duplicates kept (none kept past the limit); `check` decides exactly the texts `scan` does; and
+//! `Doc::parse` and `validate`, which take the scanner's answer or serde_json's, accept exactly
+//! what `Value` accepts.
 
 use std::fmt;
 
@@ -12,7 +13,7 @@ use serde::Deserializer;
 use serde::de::{MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use webhook_bridge::providers::json::{Doc, MAX_KEPT_KEYS, scan};
+use webhook_bridge::providers::json::{Doc, MAX_KEPT_KEYS, scan, validate};
 
 /// An object's entries as serde_json cuts them: unescaped key, raw value text.
 fn entries(text: &str) -> Vec<(String, String)> {
@@ -47,12 +48,19 @@ pub fn run(data: &[u8]) {
         value_accepts,
         "Doc::parse and Value disagree"
     );
+    assert_eq!(
+        validate(body).is_ok(),
+        value_accepts,
+        "validate and Value disagree"
+    );
     let Ok(text) = std::str::from_utf8(body) else {
         return;
     };
     let Some(scanned) = scan::scan(text, MAX_KEPT_KEYS) else {
+        assert!(!scan::check(text), "check accepted what scan leaves");
         return;
     };
+    assert!(scan::check(text), "check left what scan accepts");
     assert!(value_accepts, "the scanner accepted what Value refuses");
     let whole: &RawValue = serde_json::from_str(text).expect("Value accepted it");
     assert_eq!(scanned.whole.get(), whole.get());

@@ -39,6 +39,17 @@ const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 /// limit, number range, UTF-8 and escape checks — without building anything (the recursion is
 /// on the stack, at most 128 levels).
 pub fn validate(body: &[u8]) -> Result<&str, ParseError> {
+    // The one-pass scanner decides nearly every body; what it leaves, serde_json decides.
+    if let Ok(text) = std::str::from_utf8(body)
+        && scan::check(text)
+    {
+        return Ok(text);
+    }
+    checked_by_serde_json(body)
+}
+
+/// [`validate`]'s answer from serde_json alone: what the scanner leaves.
+fn checked_by_serde_json(body: &[u8]) -> Result<&str, ParseError> {
     serde_json::from_slice::<Checked>(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
     // Valid JSON is UTF-8 (from_slice checks every string); this cannot fail after the above.
     std::str::from_utf8(body).map_err(|e| ParseError::NotJson(e.to_string()))
@@ -292,7 +303,7 @@ impl<'a> Doc<'a> {
                 entries: scanned.entries,
             });
         }
-        let text = validate(body)?;
+        let text = checked_by_serde_json(body)?;
         let whole: &'a RawValue =
             serde_json::from_str(text).map_err(|e| ParseError::NotJson(e.to_string()))?;
         Ok(Self::of(whole))

@@ -13,6 +13,8 @@
 //! - an object whose first key is, or may be once unescaped, serde_json's private raw-value
 //!   token (which `Value` reads as "this string is JSON text").
 //!
+//! [`check`] is the same scanner keeping nothing, for the check of a whole batch body.
+//!
 //! Agreement with serde_json is tested here on the boundaries and, over mutated provider
 //! samples, by the `json_scan` fuzz target (every text the scanner accepts must parse as
 //! `Value`, and its cut must be the three-pass cut).
@@ -70,6 +72,21 @@ pub fn scan(text: &str, max_keys: usize) -> Option<Scanned<'_>> {
         whole: trusted(text.get(start..end)?)?,
         entries,
     })
+}
+
+/// Whether `text` is certainly a JSON value `serde_json::Value` accepts (see the module docs);
+/// `false` when that is for serde_json to say. Nothing is kept.
+pub fn check(text: &str) -> bool {
+    let mut s = Scanner {
+        bytes: text.as_bytes(),
+        at: 0,
+    };
+    s.skip_ws();
+    if s.value(0).is_none() {
+        return false;
+    }
+    s.skip_ws();
+    s.at == s.bytes.len()
 }
 
 /// A `&RawValue` of text already checked, without checking it again: serde_json builds a raw
@@ -351,6 +368,7 @@ mod tests {
         ];
         for text in &decided {
             assert!(scan(text, 128).is_some(), "should be decided: {text}");
+            assert!(check(text), "should be decided: {text}");
             assert!(value_accepts(text), "{text}");
         }
         let left = [
@@ -395,6 +413,7 @@ mod tests {
         ];
         for text in &left {
             assert!(scan(text, 128).is_none(), "should be left: {text}");
+            assert!(!check(text), "should be left: {text}");
         }
     }
 
