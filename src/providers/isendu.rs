@@ -34,9 +34,9 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
-use super::json::{self, ArrayError};
+use super::json::{self, ArrayError, Doc};
 use super::{
-    Batch, Event, Inbound, MAX_EVENTS_PER_REQUEST, ParseError, Parsed, Status, hash_hex, str_at,
+    Batch, Event, Inbound, MAX_EVENTS_PER_REQUEST, ParseError, Parsed, Status, hash_hex,
 };
 use super::{Checked, OptionProblem, Options, Provider, Sample, options_of};
 use super::samples::sample_file;
@@ -337,98 +337,110 @@ fn handshake(inbound: &Inbound<'_>, key_id: &RawValue) -> Result<Parsed, ParseEr
     }
 }
 
-/// The element as a value, when it is an object; `None` makes it unrecognized.
-fn object(element: &RawValue) -> Option<Value> {
-    serde_json::from_str::<Value>(element.get())
-        .ok()
-        .filter(Value::is_object)
+/// The element read by pointer (no tree), when it is an object; `None` makes it unrecognized.
+fn object(element: &RawValue) -> Option<Doc<'_>> {
+    let doc = Doc::of(element);
+    doc.is_object().then_some(doc)
 }
 
 fn natural_key(uuid: Option<&str>, element: &RawValue) -> String {
-    format!(
-        "{}:{}",
-        uuid.unwrap_or(""),
-        hash_hex(element.get().as_bytes())
-    )
+    [uuid.unwrap_or(""), ":", &hash_hex(element.get().as_bytes())].concat()
 }
 
 fn order_event(element: Box<RawValue>) -> Event {
-    let Some(value) = object(&element) else {
+    let Some(doc) = object(&element) else {
         return Event::unrecognized("order", element);
     };
-    let uuid = str_at(&value, "/uuid");
+    let uuid = doc.str_at("/uuid");
     let key = natural_key(uuid.as_deref(), &element);
+    let entity_id = uuid.or_else(|| doc.str_at("/reference"));
+    let provider_status = doc.str_at("/status");
+    let tracking_number = doc.str_at("/trackingNumber");
+    let tracking_url = doc.str_at("/trackingUrl");
+    let occurred_at = doc
+        .str_at("/updatedAt")
+        .or_else(|| doc.str_at("/updated_at"));
     let mut event = Event::new("order", "order.updated", key, element);
     event.entity = Some("order".into());
-    event.entity_id = uuid.or_else(|| str_at(&value, "/reference"));
-    if let Some(s) = str_at(&value, "/status") {
-        event.status = Some(status(&s));
-        event.provider_status = Some(s);
-    }
-    event.tracking_number = str_at(&value, "/trackingNumber");
-    event.tracking_url = str_at(&value, "/trackingUrl");
-    event.occurred_at = str_at(&value, "/updatedAt").or_else(|| str_at(&value, "/updated_at"));
+    event.entity_id = entity_id;
+    event.status = provider_status.as_deref().map(status);
+    event.provider_status = provider_status;
+    event.tracking_number = tracking_number;
+    event.tracking_url = tracking_url;
+    event.occurred_at = occurred_at;
     event
 }
 
 fn tracking_event(element: Box<RawValue>) -> Event {
-    let Some(value) = object(&element) else {
+    let Some(doc) = object(&element) else {
         return Event::unrecognized("tracking", element);
     };
-    let uuid = str_at(&value, "/uuid");
+    let uuid = doc.str_at("/uuid");
     let key = natural_key(uuid.as_deref(), &element);
-    let current = value
+    // Each step kept as a slice of the element; only the current one is read further.
+    let steps: Vec<&RawValue> = doc
         .get("steps")
-        .and_then(Value::as_array)
-        .and_then(|steps| current_step(steps));
-    let provider_status = str_at(&value, "/status")
-        .or_else(|| current.and_then(|s| str_at(s, "/status")))
+        .filter(|s| s.get().starts_with('['))
+        .and_then(|s| serde_json::from_str(s.get()).ok())
+        .unwrap_or_default();
+    let current = current_step(&steps).map(Doc::of);
+    let provider_status = doc
+        .str_at("/status")
+        .or_else(|| current.as_ref().and_then(|s| s.str_at("/status")))
         .filter(|s| !s.is_empty());
-    let delivered = matches!(value.get("delivered"), Some(Value::Bool(true)))
-        || matches!(value.get("delivered"), Some(Value::String(s)) if s.eq_ignore_ascii_case("true"));
+    let delivered = doc.get("delivered").is_some_and(|d| {
+        d.get() == "true" || json::string(d).is_some_and(|s| s.eq_ignore_ascii_case("true"))
+    });
+    let tracking_number = doc.str_at("/trackingNumber");
+    let tracking_url = doc.str_at("/trackingUrl");
+    let (location, occurred_at) = match &current {
+        Some(step) => (
+            step.value_at("/location")
+                .filter(|l| !l.is_null() && l.as_str() != Some("")),
+            step.str_at("/timestamp")
+                .or_else(|| step.str_at("/datetime"))
+                .filter(|s| !s.is_empty()),
+        ),
+        None => (None, None),
+    };
     let mut event = Event::new("tracking", "shipment.status_changed", key, element);
     event.entity = Some("shipment".into());
-    event.tracking_number = str_at(&value, "/trackingNumber");
-    event.entity_id = uuid.or_else(|| event.tracking_number.clone());
-    event.tracking_url = str_at(&value, "/trackingUrl");
+    event.entity_id = uuid.or_else(|| tracking_number.clone());
+    event.tracking_number = tracking_number;
+    event.tracking_url = tracking_url;
     event.status = Some(if delivered {
         Status::Delivered
     } else {
         provider_status.as_deref().map_or(Status::Unknown, status)
     });
     event.provider_status = provider_status;
-    if let Some(step) = current {
-        event.location = step
-            .get("location")
-            .filter(|l| !l.is_null() && l.as_str() != Some(""))
-            .cloned();
-        event.occurred_at = str_at(step, "/timestamp")
-            .or_else(|| str_at(step, "/datetime"))
-            .filter(|s| !s.is_empty());
-    }
+    event.location = location;
+    event.occurred_at = occurred_at;
     event
 }
 
 /// The current step of a tracking element: the newest by `timestamp`, the later one in the array
 /// on a tie. Steps whose `timestamp` cannot be read are passed over; when none can be read, the
 /// last step.
-fn current_step(steps: &[Value]) -> Option<&Value> {
-    let mut newest: Option<(DateTime<Utc>, &Value)> = None;
-    for step in steps {
+fn current_step<'a>(steps: &[&'a RawValue]) -> Option<&'a RawValue> {
+    let mut newest: Option<(DateTime<Utc>, &'a RawValue)> = None;
+    for &step in steps {
         if let Some(at) = step_time(step)
             && newest.is_none_or(|(best, _)| at >= best)
         {
             newest = Some((at, step));
         }
     }
-    newest.map(|(_, step)| step).or_else(|| steps.last())
+    newest.map(|(_, step)| step).or_else(|| steps.last().copied())
 }
 
 /// A step's `timestamp`: RFC 3339, or a date and time without an offset (isendu documents the
 /// step timestamp as UTC), or Unix seconds (milliseconds when that large).
-fn step_time(step: &Value) -> Option<DateTime<Utc>> {
-    match step.get("timestamp")? {
-        Value::String(s) => {
+fn step_time(step: &RawValue) -> Option<DateTime<Utc>> {
+    let raw = json::raw_at(step.get(), "/timestamp")?;
+    match raw.get().as_bytes().first()? {
+        b'"' => {
+            let s = json::string(raw)?;
             let s = s.trim();
             if let Ok(t) = DateTime::parse_from_rfc3339(s) {
                 return Some(t.with_timezone(&Utc));
@@ -438,8 +450,10 @@ fn step_time(step: &Value) -> Option<DateTime<Utc>> {
                 .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
                 .map(|t| t.and_utc())
         }
-        Value::Number(n) => {
-            let n = n.as_i64()?;
+        b'-' | b'0'..=b'9' => {
+            let n = serde_json::from_str::<serde_json::Number>(raw.get())
+                .ok()?
+                .as_i64()?;
             if n.unsigned_abs() >= 100_000_000_000 {
                 DateTime::from_timestamp_millis(n)
             } else {
