@@ -13,9 +13,10 @@
 //! deep, `1e999999`) would pass as raw elements and reach consumers. [`validate`] goes through
 //! `deserialize_any` like `Value` does, so it accepts exactly what `Value` accepts.
 //!
-//! A single event's body is first offered to [`scan`], which checks it and cuts its top level
-//! in one pass where serde_json takes three (check, whole, entries); it accepts only what it is
-//! sure `Value` accepts and leaves everything else — every error included — to the three passes,
+//! Both go to [`scan`] first: a single event's body ([`Doc::parse`]) is checked and its top level
+//! cut in one pass where serde_json takes three (check, whole, entries), and a batch body
+//! ([`validate`]) is checked by the same scanner keeping nothing. The scanner accepts only what
+//! it is sure `Value` accepts and leaves everything else — every error included — to serde_json,
 //! so verdicts and error messages stay serde_json's.
 
 use std::borrow::Cow;
