@@ -146,7 +146,7 @@ impl<'de> Deserialize<'de> for Key {
     }
 }
 
-/// Why [`counted_array`] stopped short.
+/// Why [`Elements`] stopped short.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ArrayError {
     /// Not an array (nor `null`, where allowed): the caller publishes the body as unrecognized.
