@@ -239,27 +239,40 @@ impl Scanner<'_> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Option<()> {
+    /// Past a container's opening byte, at nesting `depth`: whether it closes at once.
+    fn open(&mut self, depth: usize, close: u8) -> Option<bool> {
         if depth > MAX_DEPTH {
             return None;
         }
         self.at += 1;
         self.skip_ws();
-        if self.peek()? == b']' {
+        let empty = self.peek() == Some(close);
+        if empty {
             self.at += 1;
+        }
+        Some(empty)
+    }
+
+    /// After an element or member: `true` at the container's `close`, `false` past a comma.
+    fn next_or_close(&mut self, close: u8) -> Option<bool> {
+        self.skip_ws();
+        let b = self.peek()?;
+        if b != b',' && b != close {
+            return None;
+        }
+        self.at += 1;
+        Some(b == close)
+    }
+
+    fn array(&mut self, depth: usize) -> Option<()> {
+        if self.open(depth, b']')? {
             return Some(());
         }
         loop {
             self.skip_ws();
             self.value(depth)?;
-            self.skip_ws();
-            match self.peek()? {
-                b',' => self.at += 1,
-                b']' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if self.next_or_close(b']')? {
+                return Some(());
             }
         }
     }
@@ -299,13 +312,7 @@ impl Scanner<'_> {
         depth: usize,
         mut each: impl FnMut((usize, usize, bool), (usize, usize)) -> Option<()>,
     ) -> Option<()> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        self.at += 1;
-        self.skip_ws();
-        if self.peek()? == b'}' {
-            self.at += 1;
+        if self.open(depth, b'}')? {
             return Some(());
         }
         let mut first = true;
@@ -327,14 +334,8 @@ impl Scanner<'_> {
             let v0 = self.at;
             self.value(depth)?;
             each((k0, k1, escaped), (v0, self.at))?;
-            self.skip_ws();
-            match self.peek()? {
-                b',' => self.at += 1,
-                b'}' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if self.next_or_close(b'}')? {
+                return Some(());
             }
         }
     }
