@@ -69,6 +69,10 @@ pub struct Args {
     /// alternating with raw lapin: the publish path's own share of the gap.
     #[arg(long)]
     pub publisher_phase: bool,
+    /// Also run a confirm publisher driven by the runtime's own workers (no I/O thread; see
+    /// `native.rs`), alternating with raw lapin: what lapin's hand-offs cost a publish.
+    #[arg(long)]
+    pub native_phase: bool,
     /// Skip the coupled ceiling: raw lapin with one `GET /healthz` to the bridge before each
     /// publish, alternating with plain raw (what pacing publishes by HTTP round trips costs by
     /// itself). It runs by default: a target is stated against it.

@@ -23,6 +23,7 @@ mod cli;
 mod client;
 mod cluster;
 mod load;
+mod native;
 mod phases;
 mod raw;
 mod report;
@@ -112,6 +113,9 @@ async fn bench(args: &Args, bin: &Path, tag: &str, dir: &Path, broker: &mut Brok
     let bridge_rate = phases::full_load::run(&mut b).await?;
     if args.publisher_phase {
         phases::publisher::run(&mut b).await?;
+    }
+    if args.native_phase {
+        phases::native::run(&mut b).await?;
     }
     if !args.skip_coupled {
         phases::coupled::run(&mut b).await?;

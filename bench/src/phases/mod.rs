@@ -7,6 +7,7 @@ pub mod coupled;
 pub mod full_load;
 pub mod http_ceiling;
 pub mod isendu;
+pub mod native;
 pub mod open_loop;
 pub mod publisher;
 pub mod raw_shapes;
@@ -93,14 +94,14 @@ impl<'a> Bench<'a> {
             .await
     }
 
-    fn conc(&self) -> usize {
+    pub fn conc(&self) -> usize {
         self.args.concurrency
     }
 
     /// The queue must hold exactly the events acknowledged since the last check (then it is
     /// purged); the outcome goes into the report either way, and a mismatch fails the run at
     /// the end, after the figures are printed.
-    async fn check(&mut self, queue: Queue, acked: u64, what: &str) -> Result<()> {
+    pub async fn check(&mut self, queue: Queue, acked: u64, what: &str) -> Result<()> {
         let name = match queue {
             Queue::Raw => &self.setup.raw_queue,
             Queue::Bridge => &self.setup.bridge_queue,
