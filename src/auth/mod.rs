@@ -1,6 +1,6 @@
 //! Request authentication: the schemes an endpoint can use ([`AuthConfig`], as written in its
 //! `auth` table), one verifier per scheme, all constant-time, the IP allowlist ([`ip`]), and
-//! [`sign`], the exact inverse of the verifiers, used by `webhook-bridge send` and the tests, so
+//! [`sign()`], the exact inverse of the verifiers, used by `webhook-bridge send` and the tests, so
 //! what we verify and what we would send can never drift apart.
 //!
 //! Verifiers see only headers, the path token and the raw body; they know nothing of providers,

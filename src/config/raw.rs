@@ -81,7 +81,8 @@ fn default_backoff_max() -> Duration {
     Duration::from_secs(10)
 }
 
-/// The file as written. [`Config::load`] turns it into a validated [`Config`].
+/// The file as written. [`Config::load`](super::Config::load) turns it into a validated
+/// [`Config`](super::Config).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {

@@ -160,7 +160,7 @@ fn refuse_connection(
     });
 }
 
-/// Count and log a provider connection that hyper ended in error (see [`ConnectionError`]): one
+/// Count and log a provider connection that hyper ended in error (see [`ConnectionError`](crate::metrics::labels::ConnectionError)): one
 /// `info` line with the reason and hyper's error (a fixed description, or the socket error);
 /// never the client's address (see README, "Logs") nor any byte it sent.
 fn connection_ended(state: &AppState, head_started: &HeadStarted, ended: Result<(), hyper::Error>) {

@@ -1,6 +1,6 @@
 //! Provider registry. A provider is one module here, exporting a [`Provider`]: its name, default
 //! authentication, the routing keys it can produce, its bundled samples, its parser and the check
-//! of its endpoint options. Adding one is a new file and one name in [`registry!`] below.
+//! of its endpoint options. Adding one is a new file and one name in `registry!` below.
 //!
 //! **Architecture invariant:** provider modules do no I/O, touch no metrics and know nothing of
 //! HTTP responses, configuration files or the broker: `(options, headers, body) → events`. That

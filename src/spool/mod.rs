@@ -9,7 +9,7 @@
 //! - [`files`]: segment files, the cursor and format files, reading records back;
 //! - [`writer`]: the group-commit writer thread;
 //! - [`reader`]: batches for the drainer, in order, and retiring what was confirmed;
-//! - [`inspect`]: reading a directory read-only, next to a running bridge (`webhook-bridge spool`).
+//! - [`mod@inspect`]: reading a directory read-only, next to a running bridge (`webhook-bridge spool`).
 //!
 //! **Invariants:**
 //! - `append` returns `Ok` only after the records are written and `fdatasync`'d.
