@@ -15,7 +15,7 @@ pub struct Args {
     /// Short phases (whole run under a minute once built).
     #[arg(long)]
     pub quick: bool,
-    /// Measured seconds per phase (default 20, or 5 with --quick).
+    /// Measured seconds per round of every phase (default 8, or 3 with --quick).
     #[arg(long)]
     pub duration: Option<f64>,
     /// Warm-up seconds per phase, not measured (default 2, or 1 with --quick).
@@ -106,11 +106,6 @@ pub struct Args {
 }
 
 impl Args {
-    /// Measured time of the isendu phase, which runs once and so gets a longer window than a
-    /// round.
-    pub fn duration(&self) -> Duration {
-        Duration::from_secs_f64(self.duration.unwrap_or(if self.quick { 5.0 } else { 15.0 }))
-    }
     /// Measured time of one round (raw or bridge, full load or open loop): short, because each
     /// phase is repeated and the ratios are taken round by round.
     pub fn round_duration(&self) -> Duration {

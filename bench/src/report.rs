@@ -68,11 +68,14 @@ pub struct Report {
     /// The full-load rounds' bridge/raw ratios, sorted (as the median left them).
     pub ratios: Vec<f64>,
     pub median_ratio: f64,
-    /// Raw lapin's full-load rate, the yardstick of the isendu batches.
+    /// Raw lapin's full-load rate.
     pub raw_events_per_sec: f64,
     /// The median coupled/raw ratio, with `--coupled-phase`.
     pub coupled_ratio: Option<f64>,
     pub isendu: Option<PhaseResult>,
+    /// The isendu rounds' events/s over the alternating raw rounds', sorted, and their median.
+    pub isendu_ratios: Vec<f64>,
+    pub isendu_ratio: Option<f64>,
     pub open_loop: Option<OpenLoop>,
     /// Every raw shape tried, when the run searched for the fastest.
     pub raw_shapes: Vec<ShapeRow>,
@@ -189,12 +192,19 @@ impl Report {
             }
             None => println!("  coupled ceiling not measured (--skip-coupled)"),
         }
-        if let Some(b) = &self.isendu {
-            let r2 = b.events_per_sec() / self.raw_events_per_sec;
+        if let (Some(b), Some(r2)) = (&self.isendu, self.isendu_ratio) {
             let per_req = b.acked_events as f64 / b.acked_ops.max(1) as f64;
+            let rounds: Vec<String> = self
+                .isendu_ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect();
             verdict(
                 &format!(
-                    "isendu batch events/s / raw = {r2:.2} (goal >= 1.0; {per_req:.1} events per request)"
+                    "isendu batch events/s / raw = {r2:.2} (median of {} rounds: {}; goal >= 1.0; \
+                     {per_req:.1} events per request)",
+                    rounds.len(),
+                    rounds.join(", ")
                 ),
                 r2 >= 1.0,
             );
@@ -248,12 +258,11 @@ pub fn print_header(args: &Args, broker_pid: Option<u32>) {
     print_machine(broker_pid);
     println!(
         "phases: warm-up {:.0}s each; {} rounds of {:.0}s raw + {:.0}s bridge (full load, then 50% \
-         open loop); isendu {:.0}s; concurrency {}; bridge [amqp] channels {}; isendu batch {}",
+         open loop, isendu batches); concurrency {}; bridge [amqp] channels {}; isendu batch {}",
         args.warmup().as_secs_f64(),
         args.rounds(),
         args.round_duration().as_secs_f64(),
         args.round_duration().as_secs_f64(),
-        args.duration().as_secs_f64(),
         args.concurrency,
         args.channels,
         args.batch
