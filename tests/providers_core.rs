@@ -187,3 +187,38 @@ async fn message_nobody_binds_for_lands_in_the_unrouted_queue() {
     drop(q);
     bridge.cleanup().await;
 }
+
+/// Plain `amqp://` URLs publish over the bridge's own connection by default and over lapin's
+/// confirm channels with `publish_client = "lapin"`; the broker receives the same message either
+/// way: routing key, every property and header, and the envelope (but for `received_at`).
+#[tokio::test]
+async fn builtin_and_lapin_publishers_deliver_the_same_message() {
+    broker_available().await;
+    let mut arrived = Vec::new();
+    for (extra, path) in [
+        ("", "own connection, one confirm channel"),
+        ("publish_client = \"lapin\"", "lapin confirm channels"),
+    ] {
+        let bridge = Bridge::start_with(BridgeOptions {
+            amqp_extra: extra.into(),
+            ..BridgeOptions::default()
+        })
+        .await;
+        let mut q = bridge.consumer("wegocod.#").await;
+        let resp = bridge.post_wegocod_sample().await;
+        assert_eq!(resp.status(), 200);
+        let mut m = q.next(WAIT).await.expect("message");
+        assert_common_properties(&m, "wegocod.order.status_changed");
+        let logs = bridge.logs();
+        assert!(
+            logs.contains(&format!("publishing=\"{path}\"")) || logs.contains(path),
+            "published over {path}:\n{logs}"
+        );
+        m.body["data"]["received_at"] = Value::Null;
+        m.timestamp = None;
+        m.raw.clear();
+        arrived.push(m);
+        bridge.cleanup().await;
+    }
+    assert_eq!(format!("{:?}", arrived[0]), format!("{:?}", arrived[1]));
+}

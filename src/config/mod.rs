@@ -64,7 +64,8 @@ pub struct AmqpConfig {
     pub exchange: String,
     /// Declare the exchange, its alternate exchange and the unrouted queue on every connect.
     pub declare_topology: bool,
-    /// Confirm-mode channels publishes are spread over.
+    /// Confirm-mode channels publishes are spread over, when lapin carries them (see
+    /// [`PublishClient`]).
     pub channels: usize,
     pub connect_timeout: Duration,
     pub reconnect_backoff_max: Duration,
@@ -74,6 +75,7 @@ pub struct AmqpConfig {
     pub tls: TlsFiles,
     /// `plain` (the URL's user and password) or `external` (the client certificate).
     pub auth_mechanism: AuthMechanism,
+    pub publish_client: PublishClient,
 }
 
 /// The Linux scheduling policy the bridge's threads run under (`thread_scheduling`).
@@ -98,6 +100,19 @@ impl ThreadScheduling {
             Self::Normal => "normal",
         }
     }
+}
+
+/// What carries the publishes when the URL is plain `amqp://` and the login `plain`
+/// (`[amqp] publish_client`); `amqps://` and `external` always use lapin's confirm channels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishClient {
+    /// The bridge's own publishing connection, driven by the async workers
+    /// (`publisher/wire.rs`): one confirm channel, no I/O thread.
+    #[default]
+    Builtin,
+    /// lapin's `channels` confirm channels, on the connection that declares the topology.
+    Lapin,
 }
 
 /// Type of the `<exchange>.unrouted` queue the bridge declares (`x-queue-type`).

@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::{AuthMechanism, DedupConfig, QueueType, SpoolConfig, ThreadScheduling};
+use super::{AuthMechanism, DedupConfig, PublishClient, QueueType, SpoolConfig, ThreadScheduling};
 use crate::auth::AuthConfig;
 use crate::providers::{self, Options};
 use crate::units::{de_duration, de_opt_size, de_size};
@@ -160,6 +160,8 @@ pub(super) struct RawAmqp {
     pub(super) tls_key_file: Option<PathBuf>,
     #[serde(default)]
     pub(super) auth_mechanism: AuthMechanism,
+    #[serde(default)]
+    pub(super) publish_client: PublishClient,
 }
 
 /// One `[[endpoint]]` table. Besides the keys every endpoint has, it takes the keys of every

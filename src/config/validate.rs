@@ -167,6 +167,7 @@ fn amqp(raw: RawAmqp) -> Result<AmqpConfig, ConfigError> {
         unrouted_queue_type: raw.unrouted_queue_type,
         tls,
         auth_mechanism: raw.auth_mechanism,
+        publish_client: raw.publish_client,
     })
 }
 

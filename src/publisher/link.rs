@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use super::returns::REAP_FOR;
 use super::tls::{self, ConnectError};
 use super::topology;
+use super::wire::{Wire, WireEvent};
 use super::{Publisher, backoff};
 use crate::secret::redact_url;
 
@@ -69,7 +70,12 @@ const RENEW_AFTER: Duration = Duration::from_secs(1);
 
 /// A live connection and its confirm channels.
 pub(super) struct Link {
+    /// Declares the topology and parks returned messages; publishes too, on `channels`, when
+    /// there is no `wire`.
     pub(super) conn: Connection,
+    /// The connection publishes go over for plain `amqp://` URLs (see [`Wire::eligible`]);
+    /// `channels` is empty then.
+    pub(super) wire: Option<Wire>,
     pub(super) channels: Vec<Mutex<Slot>>,
     pub(super) next: AtomicUsize,
     /// Start of a publish that waited at least [`MIN_WAIT_FOR_STALE`] and timed out, with no
@@ -81,13 +87,31 @@ pub(super) struct Link {
     pub(super) on_block: Notify,
 }
 
-/// The connection's events (`connection.blocked` / `unblocked`), watched by the manager.
-type Events = Pin<Box<dyn Stream<Item = Event> + Send>>;
+/// What the manager watches besides the link's health: `connection.blocked` / `unblocked` from
+/// either connection, and the publishing connection going down.
+enum LinkEvent {
+    Blocked(String),
+    Unblocked,
+    Other,
+}
+
+type Events = Pin<Box<dyn Stream<Item = LinkEvent> + Send>>;
 
 impl Link {
     pub(super) fn healthy(&self) -> bool {
         self.conn.status().connected()
-            && (0..self.channels.len()).all(|i| self.slot(i).channel.status().connected())
+            && match &self.wire {
+                Some(wire) => wire.is_open(),
+                None => (0..self.channels.len()).all(|i| self.slot(i).channel.status().connected()),
+            }
+    }
+
+    /// Close both connections, waiting at most `wait` for each.
+    async fn close(&self, code: u16, text: &str, wait: Duration) {
+        if let Some(wire) = &self.wire {
+            wire.close(wait).await;
+        }
+        let _ = tokio::time::timeout(wait, self.conn.close(code, ShortString::from(text))).await;
     }
 
     fn slot(&self, i: usize) -> MutexGuard<'_, Slot> {
@@ -188,11 +212,7 @@ impl Publisher {
         if let Some(left) = self.link.send_replace(None) {
             self.metrics.amqp_connected.set(0);
             self.metrics.amqp_blocked.set(0);
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                left.conn.close(320, ShortString::from("reconnect")),
-            )
-            .await;
+            left.close(320, "reconnect", Duration::from_secs(1)).await;
         }
         loop {
             if *shutdown.borrow() {
@@ -228,19 +248,11 @@ impl Publisher {
                     self.metrics.amqp_connected.set(0);
                     self.metrics.amqp_blocked.set(0);
                     if *shutdown.borrow() {
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(2),
-                            link.conn.close(200, ShortString::from("shutdown")),
-                        )
-                        .await;
+                        link.close(200, "shutdown", Duration::from_secs(2)).await;
                         break;
                     }
                     warn!("broker connection lost; reconnecting");
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(1),
-                        link.conn.close(320, ShortString::from("reconnect")),
-                    )
-                    .await;
+                    link.close(320, "reconnect", Duration::from_secs(1)).await;
                 }
                 None => {
                     attempt = attempt.saturating_add(1);
@@ -258,11 +270,11 @@ impl Publisher {
 
     /// `connection.blocked` / `unblocked` from the broker; other events are the manager's
     /// usual business (a closed connection shows as an unhealthy link).
-    fn on_event(&self, link: &Link, event: Event) {
+    fn on_event(&self, link: &Link, event: LinkEvent) {
         let (blocked, reason) = match event {
-            Event::ConnectionBlocked(reason) => (true, reason),
-            Event::ConnectionUnblocked => (false, String::new()),
-            _ => return,
+            LinkEvent::Blocked(reason) => (true, reason),
+            LinkEvent::Unblocked => (false, String::new()),
+            LinkEvent::Other => return,
         };
         if !link.set_blocked(blocked) {
             return;
@@ -281,7 +293,12 @@ impl Publisher {
             let shown = redact_url(url.expose());
             match tokio::time::timeout(self.cfg.connect_timeout, self.connect(url.expose())).await {
                 Ok(Ok(connected)) => {
-                    info!(url = %shown, channels = connected.0.channels.len(), "connected to broker");
+                    let publishing = if connected.0.wire.is_some() {
+                        "own connection, one confirm channel"
+                    } else {
+                        "lapin confirm channels"
+                    };
+                    info!(url = %shown, channels = connected.0.channels.len(), publishing, "connected to broker");
                     return Some(connected);
                 }
                 Ok(Err(e)) if e.is_untrusted() => warn!(
@@ -301,16 +318,46 @@ impl Publisher {
     async fn connect(&self, url: &str) -> Result<(Link, Events), ConnectError> {
         let conn = tls::open(&self.cfg, url, "webhook-bridge").await?;
         // Listen before the first publish: lapin only queues events once someone listens.
-        let events: Events = Box::pin(conn.events_listener());
-        let channels = match self.open_channels(&conn).await {
+        let lapin_events = conn.events_listener().map(|e| match e {
+            Event::ConnectionBlocked(reason) => LinkEvent::Blocked(reason),
+            Event::ConnectionUnblocked => LinkEvent::Unblocked,
+            _ => LinkEvent::Other,
+        });
+        let own = Wire::eligible(&self.cfg, url);
+        let channels = match self
+            .open_channels(&conn, if own { 0 } else { self.cfg.channels })
+            .await
+        {
             Ok(channels) => channels,
             Err(e) => {
                 let _ = conn.close(200, ShortString::from("setup failed")).await;
                 return Err(e.into());
             }
         };
+        let (wire, events): (Option<Wire>, Events) = if own {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            match Wire::connect(&with_defaults(url), "webhook-bridge publish", tx).await {
+                Ok(wire) => {
+                    let wire_events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+                        .map(|e| match e {
+                            WireEvent::Blocked(reason) => LinkEvent::Blocked(reason),
+                            WireEvent::Unblocked => LinkEvent::Unblocked,
+                            WireEvent::Down => LinkEvent::Other,
+                        });
+                    let merged = futures_util::stream::select(lapin_events, wire_events);
+                    (Some(wire), Box::pin(merged))
+                }
+                Err(e) => {
+                    let _ = conn.close(200, ShortString::from("setup failed")).await;
+                    return Err(e.into());
+                }
+            }
+        } else {
+            (None, Box::pin(lapin_events))
+        };
         let link = Link {
             conn,
+            wire,
             channels,
             next: AtomicUsize::new(0),
             timed_out: Mutex::new(None),
@@ -326,7 +373,11 @@ impl Publisher {
     /// (passively: an operator's exchange may carry arguments a declaration would contradict),
     /// then open the confirm channels. A missing exchange fails the connect, with the broker's
     /// `NOT_FOUND` in the log, instead of every publish later.
-    async fn open_channels(&self, conn: &Connection) -> Result<Vec<Mutex<Slot>>, lapin::Error> {
+    async fn open_channels(
+        &self,
+        conn: &Connection,
+        confirm_channels: usize,
+    ) -> Result<Vec<Mutex<Slot>>, lapin::Error> {
         let ch = conn.create_channel().await?;
         if self.cfg.declare_topology {
             topology::declare_topology(&ch, &self.cfg).await?;
@@ -337,8 +388,8 @@ impl Publisher {
             topology::check_exchange(&ch, &self.cfg).await?;
         }
         let _ = ch.close(200, ShortString::from("topology checked")).await;
-        let mut channels = Vec::with_capacity(self.cfg.channels);
-        for _ in 0..self.cfg.channels {
+        let mut channels = Vec::with_capacity(confirm_channels);
+        for _ in 0..confirm_channels {
             let ch = conn.create_channel().await?;
             ch.confirm_select(ConfirmSelectOptions::default()).await?;
             channels.push(Mutex::new(Slot {

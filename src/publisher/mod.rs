@@ -1,8 +1,10 @@
-//! The broker side: one long-lived lapin connection with a few confirm-mode channels, topology
-//! declared on every connect, and a manager task that reconnects with capped, jittered
+//! The broker side: one long-lived lapin connection that declares the topology on every connect
+//! and parks returned messages, publishes over either a second connection of the bridge's own
+//! ([`wire`]: plain `amqp://`, `plain` login, `publish_client = "builtin"`) or lapin's
+//! confirm-mode channels, and a manager task that reconnects both with capped, jittered
 //! exponential backoff over the configured URLs in order.
 //!
-//! A dead link is noticed three ways: lapin reports the socket closed (RST/EOF); the AMQP
+//! A dead link is noticed three ways: either connection reports its socket closed (RST/EOF); the AMQP
 //! heartbeat (`heartbeat=5` is added to URLs that do not set one) goes missing for two
 //! intervals; or a publish times out while no confirm has come back for [`STALE_AFTER`] — a
 //! network cut that drops packets silently shows up that way first. Any of them makes the
@@ -30,7 +32,9 @@
 //! it is the caller's own message, and otherwise a *stray* — another request's message, which
 //! may already have been answered 200 — that [`Publisher::strays`] hands to the spool. Confirms a
 //! cancelled publish leaves behind are awaited by a reaper task, so their returns are not lost
-//! either.
+//! either. The builtin publishing connection ([`wire`]) matches every return to its own publish
+//! by `message_id` before the confirm comes, so over it a return is always the caller's and
+//! there are no strays; parking is the same.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -51,6 +55,7 @@ mod properties;
 mod returns;
 mod tls;
 mod topology;
+mod wire;
 
 use self::link::Link;
 pub use self::link::{DEFAULT_FRAME_MAX, DEFAULT_HEARTBEAT_SECS, STALE_AFTER, with_defaults};
@@ -77,6 +82,8 @@ pub enum PublishError {
     Returned,
     #[error("AMQP error: {0}")]
     Amqp(#[from] lapin::Error),
+    #[error("AMQP connection: {0}")]
+    Connection(#[from] wire::WireError),
 }
 
 impl PublishError {
@@ -87,7 +94,7 @@ impl PublishError {
             Self::Timeout => FailureReason::Timeout,
             Self::Nacked => FailureReason::Nack,
             Self::Returned => FailureReason::Returned,
-            Self::Amqp(_) => FailureReason::AmqpError,
+            Self::Amqp(_) | Self::Connection(_) => FailureReason::AmqpError,
         }
     }
 }
@@ -248,6 +255,9 @@ impl Publisher {
         // (docs/BENCHMARKS.md, "Publishes pushed together"). Nothing is published before this
         // point, so a request cancelled here leaves nothing behind.
         tokio::task::yield_now().await;
+        if let Some(wire) = &link.wire {
+            return self.publish_wire(link, wire, messages).await;
+        }
         let (slot, channel) = link.channel();
         let started = Instant::now();
         // Confirms left unresolved when this future is dropped (deadline, block) go to a reaper.
@@ -296,6 +306,52 @@ impl Publisher {
         if nacked {
             link.renew(slot, &channel);
         }
+        self.settled(link, messages, started, returned, nacked)
+            .await
+    }
+
+    /// [`Publisher::publish_on`] over the link's own publishing connection ([`wire`]): every
+    /// message queued at once, in order, then each one's outcome awaited. A return is the
+    /// message's own (matched by id), so it never has to be passed on as a stray.
+    async fn publish_wire(
+        &self,
+        link: &Arc<Link>,
+        wire: &wire::Wire,
+        messages: &[Message],
+    ) -> Result<(), PublishError> {
+        let started = Instant::now();
+        let waits = wire.publish(&self.cfg.exchange, messages)?;
+        let mut returned = Returned {
+            left: Vec::new(),
+            strays: Arc::clone(&self.strays),
+        };
+        let mut nacked = false;
+        for wait in waits {
+            match wait.await {
+                Ok(wire::Outcome::Acked) => {}
+                Ok(wire::Outcome::Returned(m)) => returned.left.push(m),
+                Ok(wire::Outcome::Nacked(m)) => {
+                    nacked = true;
+                    returned.left.extend(m);
+                }
+                Err(_) => return Err(wire.error().into()),
+            }
+        }
+        link.confirmed();
+        self.settled(link, messages, started, returned, nacked)
+            .await
+    }
+
+    /// The end of a publish whose confirms all came: the confirm wait observed, returned
+    /// messages parked, and the verdict.
+    async fn settled(
+        &self,
+        link: &Link,
+        messages: &[Message],
+        started: Instant,
+        mut returned: Returned,
+        nacked: bool,
+    ) -> Result<(), PublishError> {
         self.metrics
             .publish_confirm_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -39,7 +39,12 @@ pub fn properties(msg: &Message) -> BasicProperties {
 /// The bridge's message again, from what the broker returned: the body and the properties it
 /// was published with (see [`properties`]) carry everything.
 pub(super) fn returned_message(ret: BasicReturnMessage) -> Message {
-    let p = &ret.delivery.properties;
+    let routing_key = ret.delivery.routing_key.to_string();
+    message_from(routing_key, &ret.delivery.properties, ret.delivery.data)
+}
+
+/// The message of a returned publish, from its routing key, properties and body.
+pub(super) fn message_from(routing_key: String, p: &BasicProperties, body: Vec<u8>) -> Message {
     let source = p
         .headers()
         .as_ref()
@@ -55,9 +60,9 @@ pub(super) fn returned_message(ret: BasicReturnMessage) -> Message {
             .as_ref()
             .map(|s| s.to_string())
             .unwrap_or_default(),
-        routing_key: ret.delivery.routing_key.to_string(),
+        routing_key,
         source,
         timestamp: p.timestamp().unwrap_or(0),
-        body: ret.delivery.data,
+        body,
     }
 }

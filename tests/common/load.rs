@@ -224,5 +224,6 @@ pub fn topology(url: &str, exchange: &str) -> webhook_bridge::config::AmqpConfig
         unrouted_queue_type: webhook_bridge::config::QueueType::default(),
         tls: webhook_bridge::config::TlsFiles::default(),
         auth_mechanism: webhook_bridge::config::AuthMechanism::default(),
+        publish_client: webhook_bridge::config::PublishClient::default(),
     }
 }

@@ -1,0 +1,840 @@
+//! The publish path's own AMQP connection, driven by the runtime's workers: amq-protocol's
+//! frames (the crate lapin encodes with) on one `TcpStream`, one task writing what publishes
+//! queued — one `write_all` per batch — and one reading the broker's frames. lapin runs a thread
+//! of its own for I/O, and every publish crossed to it and back; without that thread a webhook
+//! costs 18% less CPU at full load and ~40% less one request at a time (docs/BENCHMARKS.md, "An
+//! AMQP client on the runtime's own workers, measured").
+//!
+//! It publishes and nothing else: the link's lapin connection still declares the topology and
+//! parks returned messages. It is used for plain `amqp://` URLs with the `plain` login; `amqps://`
+//! and `external` keep lapin's confirm channels (see [`Wire::eligible`]).
+//!
+//! What it does besides publishing, all of which lapin did on this path:
+//! - **confirms**: one confirm channel; every publish gets the channel's next delivery tag and
+//!   waits for the `basic.ack` or `basic.nack` that covers it (`multiple` settles every earlier
+//!   tag too);
+//! - **returns**: a `basic.return` (with its content header and body) is matched to its own
+//!   publish by `message_id`, and that publish resolves as returned when its confirm comes (the
+//!   broker sends the return first) — exact attribution, unlike lapin's, which hands a return to
+//!   whichever confirm it resolves next;
+//! - **a nacked channel is replaced** by a new confirm channel (at most once per
+//!   [`RENEW_AFTER`]; the quorum-queue case of `link.rs`), the old one closed once its publishes
+//!   are settled. A multi-message publish goes on one channel, in order;
+//! - **heartbeats**: sent when nothing else was written for half the negotiated interval; two
+//!   intervals without a frame from the broker end the connection;
+//! - `connection.blocked` / `unblocked` are passed on as [`WireEvent`]s; a `channel.close` or
+//!   `connection.close` from the broker, a socket error or EOF ends the connection: every
+//!   publish still waiting fails (its sender is dropped) and [`WireEvent::Down`] tells the
+//!   manager to reconnect.
+
+use std::collections::VecDeque;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, ProtocolVersion, gen_frame, parse_frame};
+use amq_protocol::protocol::{AMQPClass, BasicProperties, basic, channel, confirm, connection};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString};
+use amq_protocol::uri::{AMQPScheme, AMQPUri};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+use super::properties::{message_from, properties};
+use crate::config::{AmqpConfig, AuthMechanism, PublishClient};
+use crate::message::Message;
+
+/// The frame size asked for when the URL sets none (lapin's link asks the same).
+const FRAME_MAX: u32 = super::DEFAULT_FRAME_MAX;
+/// A frame's header (type, channel, size) and end octet.
+const FRAME_OVERHEAD: usize = 8;
+/// The largest frame accepted from the broker (it may send up to the negotiated size).
+const MAX_INBOUND_FRAME: usize = 1 << 20;
+/// A nacked channel is replaced at most this often (as `Link::renew` does for lapin's).
+const RENEW_AFTER: Duration = Duration::from_secs(1);
+/// `basic` class id, for content headers.
+const BASIC: u16 = 60;
+
+/// Why the connection could not be opened, or ended.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WireError {
+    #[error("AMQP URL: {0}")]
+    Url(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    Broker(String),
+}
+
+impl From<std::io::Error> for WireError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e.to_string())
+    }
+}
+
+/// How the broker settled one publish.
+#[derive(Debug)]
+pub enum Outcome {
+    Acked,
+    /// Acked, after the broker returned it as unroutable.
+    Returned(Message),
+    /// Nacked; with the message if the broker had returned it first.
+    Nacked(Option<Message>),
+}
+
+/// What the link's manager hears from this connection.
+#[derive(Debug)]
+pub enum WireEvent {
+    Blocked(String),
+    Unblocked,
+    Down,
+}
+
+/// An open publishing connection. Dropping it stops its tasks (and so closes the socket).
+pub struct Wire {
+    shared: Arc<Shared>,
+    tasks: [AbortHandle; 2],
+}
+
+impl Drop for Wire {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the writer when `State::out` goes from empty to not empty.
+    flush: Notify,
+    frame_max: usize,
+    heartbeat: Option<Duration>,
+    events: mpsc::UnboundedSender<WireEvent>,
+}
+
+struct State {
+    /// Serialized frames the writer has not taken yet.
+    out: Vec<u8>,
+    /// Open confirm channels; the last one takes new publishes, the others are retired and
+    /// closed once settled.
+    channels: Vec<Chan>,
+    next_id: u16,
+    /// A replacement channel is being opened.
+    renewing: bool,
+    last_renew: Instant,
+    /// A `basic.return` waiting for its content header and body.
+    returning: Option<Returning>,
+    /// Set when the connection has ended: every later publish fails with it.
+    dead: Option<WireError>,
+}
+
+struct Chan {
+    id: u16,
+    next_tag: u64,
+    pending: VecDeque<Pending>,
+}
+
+struct Pending {
+    tag: u64,
+    /// The message's id, which a `basic.return` is matched on.
+    id: String,
+    returned: Option<Message>,
+    tx: oneshot::Sender<Outcome>,
+}
+
+struct Returning {
+    channel: u16,
+    routing_key: String,
+    props: Option<BasicProperties>,
+    size: u64,
+    body: Vec<u8>,
+}
+
+impl Wire {
+    /// Whether `url` can be published to over this connection: plain TCP and the `plain`
+    /// login. TLS and `external` stay with lapin.
+    pub fn eligible(cfg: &AmqpConfig, url: &str) -> bool {
+        cfg.publish_client == PublishClient::Builtin
+            && cfg.auth_mechanism == AuthMechanism::Plain
+            && AMQPUri::from_str(url).is_ok_and(|u| u.scheme == AMQPScheme::AMQP)
+    }
+
+    /// Open the connection and its confirm channel. The caller bounds the time it may take.
+    pub async fn connect(
+        url: &str,
+        name: &str,
+        events: mpsc::UnboundedSender<WireEvent>,
+    ) -> Result<Self, WireError> {
+        let uri = AMQPUri::from_str(url).map_err(WireError::Url)?;
+        let mut stream =
+            TcpStream::connect((uri.authority.host.as_str(), uri.authority.port)).await?;
+        stream.set_nodelay(true)?;
+        let mut rbuf = Vec::with_capacity(16 * 1024);
+
+        send(
+            &mut stream,
+            &AMQPFrame::ProtocolHeader(ProtocolVersion::amqp_0_9_1()),
+        )
+        .await?;
+        let start = match expect(&mut stream, &mut rbuf, "connection.start").await? {
+            AMQPClass::Connection(connection::AMQPMethod::Start(s)) => s,
+            other => return Err(unexpected("connection.start", &other)),
+        };
+        if !start
+            .mechanisms
+            .to_string()
+            .split(' ')
+            .any(|m| m == "PLAIN")
+        {
+            return Err(WireError::Broker(
+                "the broker does not offer the PLAIN login".into(),
+            ));
+        }
+        let user = &uri.authority.userinfo;
+        let start_ok = connection::StartOk {
+            client_properties: client_properties(name),
+            mechanism: "PLAIN".into(),
+            response: LongString::from(format!("\0{}\0{}", user.username, user.password)),
+            locale: "en_US".into(),
+        };
+        send_method(
+            &mut stream,
+            0,
+            connection_method(connection::AMQPMethod::StartOk(start_ok)),
+        )
+        .await?;
+        let tune = match expect(&mut stream, &mut rbuf, "connection.tune").await? {
+            AMQPClass::Connection(connection::AMQPMethod::Tune(t)) => t,
+            other => return Err(unexpected("connection.tune", &other)),
+        };
+        let asked_frame = uri.query.frame_max.unwrap_or(FRAME_MAX);
+        let frame_max = match tune.frame_max {
+            0 => asked_frame,
+            n => n.min(asked_frame),
+        }
+        .max(4096);
+        let heartbeat = match (uri.query.heartbeat.unwrap_or(0), tune.heartbeat) {
+            (0, _) => 0,
+            (c, 0) => c,
+            (c, s) => c.min(s),
+        };
+        let channel_max = match tune.channel_max {
+            0 => u16::MAX,
+            n => n,
+        };
+        let tune_ok = connection::TuneOk {
+            channel_max,
+            frame_max,
+            heartbeat,
+        };
+        send_method(
+            &mut stream,
+            0,
+            connection_method(connection::AMQPMethod::TuneOk(tune_ok)),
+        )
+        .await?;
+        let open = connection::Open {
+            virtual_host: uri.vhost.as_str().into(),
+        };
+        send_method(
+            &mut stream,
+            0,
+            connection_method(connection::AMQPMethod::Open(open)),
+        )
+        .await?;
+        match expect(&mut stream, &mut rbuf, "connection.open-ok").await? {
+            AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)) => {}
+            other => return Err(unexpected("connection.open-ok", &other)),
+        }
+        send_method(&mut stream, 1, channel_open()).await?;
+        match expect(&mut stream, &mut rbuf, "channel.open-ok").await? {
+            AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)) => {}
+            other => return Err(unexpected("channel.open-ok", &other)),
+        }
+        send_method(&mut stream, 1, confirm_select()).await?;
+        match expect(&mut stream, &mut rbuf, "confirm.select-ok").await? {
+            AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_)) => {}
+            other => return Err(unexpected("confirm.select-ok", &other)),
+        }
+
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                out: Vec::new(),
+                channels: vec![Chan::new(1)],
+                next_id: 2,
+                renewing: false,
+                last_renew: Instant::now(),
+                returning: None,
+                dead: None,
+            }),
+            flush: Notify::new(),
+            frame_max: frame_max as usize,
+            heartbeat: (heartbeat > 0).then(|| Duration::from_secs(u64::from(heartbeat))),
+            events,
+        });
+        let (rd, wr) = stream.into_split();
+        let reader = tokio::spawn(read_loop(rd, rbuf, Arc::clone(&shared)));
+        let writer = tokio::spawn(write_loop(wr, Arc::clone(&shared)));
+        Ok(Self {
+            shared,
+            tasks: [reader.abort_handle(), writer.abort_handle()],
+        })
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.shared.state().dead.is_none()
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn error(&self) -> WireError {
+        self.shared
+            .state()
+            .dead
+            .clone()
+            .unwrap_or_else(|| WireError::Io("connection lost".into()))
+    }
+
+    /// Queue `messages` (persistent, mandatory) on the current channel, in order, and return one
+    /// receiver per message for its [`Outcome`]. A receiver whose sender is dropped means the
+    /// connection ended first ([`Wire::error`]). Dropping the receivers is safe: the confirms
+    /// are still read and settle nothing.
+    pub fn publish(
+        &self,
+        exchange: &str,
+        messages: &[Message],
+    ) -> Result<Vec<oneshot::Receiver<Outcome>>, WireError> {
+        let mut st = self.shared.state();
+        if let Some(e) = &st.dead {
+            return Err(e.clone());
+        }
+        let was_empty = st.out.is_empty();
+        let mut out = std::mem::take(&mut st.out);
+        let mut rxs = Vec::with_capacity(messages.len());
+        let Some(chan) = st.channels.last_mut() else {
+            st.out = out;
+            return Err(WireError::Broker("no confirm channel".into()));
+        };
+        for msg in messages {
+            let method = AMQPFrame::Method(
+                chan.id,
+                AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                    exchange: exchange.into(),
+                    routing_key: msg.routing_key.as_str().into(),
+                    mandatory: true,
+                    immediate: false,
+                })),
+            );
+            let header = AMQPFrame::Header(
+                chan.id,
+                AMQPContentHeader {
+                    class_id: BASIC,
+                    body_size: msg.body.len() as u64,
+                    properties: properties(msg),
+                },
+            );
+            out = append(append(out, &method)?, &header)?;
+            for chunk in msg.body.chunks(self.shared.frame_max - FRAME_OVERHEAD) {
+                body_frame(&mut out, chan.id, chunk);
+            }
+            let (tx, rx) = oneshot::channel();
+            chan.pending.push_back(Pending {
+                tag: chan.next_tag,
+                id: msg.id.clone(),
+                returned: None,
+                tx,
+            });
+            chan.next_tag += 1;
+            rxs.push(rx);
+        }
+        st.out = out;
+        drop(st);
+        if was_empty {
+            self.shared.flush.notify_one();
+        }
+        Ok(rxs)
+    }
+
+    /// Close the connection (`connection.close`, then the broker's `close-ok` or `wait`).
+    pub async fn close(&self, wait: Duration) {
+        self.shared.enqueue(
+            0,
+            connection_method(connection::AMQPMethod::Close(connection::Close {
+                reply_code: 200,
+                reply_text: "shutdown".into(),
+                class_id: 0,
+                method_id: 0,
+            })),
+        );
+        let _ = tokio::time::timeout(wait, async {
+            while self.is_open() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
+}
+
+impl Chan {
+    fn new(id: u16) -> Self {
+        Self {
+            id,
+            next_tag: 1,
+            pending: VecDeque::new(),
+        }
+    }
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue one method frame for the writer.
+    fn enqueue(&self, channel: u16, class: AMQPClass) {
+        let mut st = self.state();
+        let was_empty = st.out.is_empty();
+        let out = std::mem::take(&mut st.out);
+        match append(out, &AMQPFrame::Method(channel, class)) {
+            Ok(out) => st.out = out,
+            Err(e) => {
+                drop(st);
+                self.die(e);
+                return;
+            }
+        }
+        drop(st);
+        if was_empty {
+            self.flush.notify_one();
+        }
+    }
+
+    /// The connection has ended: every waiting publish fails (its sender is dropped).
+    fn die(&self, why: WireError) {
+        let mut st = self.state();
+        if st.dead.is_some() {
+            return;
+        }
+        st.dead = Some(why);
+        st.channels.clear();
+        drop(st);
+        self.flush.notify_one();
+        let _ = self.events.send(WireEvent::Down);
+    }
+
+    /// The broker acked (or nacked) `tag` on `channel`, and every earlier tag if `multiple`.
+    fn settle(&self, channel: u16, tag: u64, multiple: bool, acked: bool) {
+        let mut st = self.state();
+        let current = st.channels.last().map(|c| c.id);
+        let Some(chan) = st.channels.iter_mut().find(|c| c.id == channel) else {
+            return;
+        };
+        let mut settled = Vec::new();
+        if multiple {
+            while chan.pending.front().is_some_and(|p| p.tag <= tag) {
+                settled.extend(chan.pending.pop_front());
+            }
+        } else if let Some(i) = chan.pending.iter().position(|p| p.tag == tag) {
+            settled.extend(chan.pending.remove(i));
+        }
+        let retired_and_done = Some(channel) != current && chan.pending.is_empty();
+        if retired_and_done {
+            st.channels.retain(|c| c.id != channel);
+        }
+        let renew = !acked
+            && Some(channel) == current
+            && !st.renewing
+            && st.last_renew.elapsed() >= RENEW_AFTER
+            && st.next_id < u16::MAX;
+        let new_id = st.next_id;
+        if renew {
+            st.renewing = true;
+            st.next_id += 1;
+        }
+        drop(st);
+        for p in settled {
+            let outcome = match (acked, p.returned) {
+                (true, None) => Outcome::Acked,
+                (true, Some(m)) => Outcome::Returned(m),
+                (false, m) => Outcome::Nacked(m),
+            };
+            // A dropped receiver is a request that gave up (and spooled its messages).
+            let _ = p.tx.send(outcome);
+        }
+        if retired_and_done {
+            self.enqueue(channel, channel_close());
+        }
+        if renew {
+            tracing::info!(channel, "publish nacked; opening a new channel");
+            self.enqueue(new_id, channel_open());
+        }
+    }
+
+    /// A returned message, complete: attach it to its own publish on `channel`.
+    fn returned(&self, channel: u16, msg: Message) {
+        let mut st = self.state();
+        let pending = st
+            .channels
+            .iter_mut()
+            .find(|c| c.id == channel)
+            .and_then(|c| {
+                c.pending
+                    .iter_mut()
+                    .find(|p| p.returned.is_none() && p.id == msg.id)
+            });
+        match pending {
+            Some(p) => p.returned = Some(msg),
+            // Its publish is settled already: the broker sends the return first, so this is
+            // not expected; the request that published it answered from its confirm.
+            None => tracing::warn!(
+                routing_key = %msg.routing_key,
+                "a returned message matched no publish waiting for its confirm"
+            ),
+        }
+    }
+
+    /// One frame from the broker; `Err` ends the connection.
+    fn on_frame(&self, frame: AMQPFrame) -> Result<(), WireError> {
+        match frame {
+            AMQPFrame::Method(ch, AMQPClass::Basic(basic::AMQPMethod::Ack(a))) => {
+                self.settle(ch, a.delivery_tag, a.multiple, true);
+            }
+            AMQPFrame::Method(ch, AMQPClass::Basic(basic::AMQPMethod::Nack(n))) => {
+                self.settle(ch, n.delivery_tag, n.multiple, false);
+            }
+            AMQPFrame::Method(ch, AMQPClass::Basic(basic::AMQPMethod::Return(r))) => {
+                self.state().returning = Some(Returning {
+                    channel: ch,
+                    routing_key: r.routing_key.to_string(),
+                    props: None,
+                    size: 0,
+                    body: Vec::new(),
+                });
+            }
+            AMQPFrame::Header(ch, header) => {
+                let done = {
+                    let mut st = self.state();
+                    match st.returning.as_mut() {
+                        Some(r) if r.channel == ch && r.props.is_none() => {
+                            r.size = header.body_size;
+                            r.props = Some(header.properties);
+                            r.size == 0
+                        }
+                        _ => return Err(WireError::Broker("content header out of place".into())),
+                    }
+                };
+                if done {
+                    self.finish_return();
+                }
+            }
+            AMQPFrame::Body(ch, data) => {
+                let done = {
+                    let mut st = self.state();
+                    match st.returning.as_mut() {
+                        Some(r) if r.channel == ch && r.props.is_some() => {
+                            r.body.extend_from_slice(&data);
+                            r.body.len() as u64 >= r.size
+                        }
+                        _ => return Err(WireError::Broker("content body out of place".into())),
+                    }
+                };
+                if done {
+                    self.finish_return();
+                }
+            }
+            AMQPFrame::Method(ch, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_))) => {
+                self.enqueue(ch, confirm_select());
+            }
+            AMQPFrame::Method(ch, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_))) => {
+                let retire = {
+                    let mut st = self.state();
+                    let old = st.channels.last().map(|c| (c.id, c.pending.is_empty()));
+                    st.channels.push(Chan::new(ch));
+                    st.renewing = false;
+                    st.last_renew = Instant::now();
+                    match old {
+                        Some((id, true)) => {
+                            st.channels.retain(|c| c.id != id);
+                            Some(id)
+                        }
+                        _ => None,
+                    }
+                };
+                if let Some(id) = retire {
+                    self.enqueue(id, channel_close());
+                }
+            }
+            AMQPFrame::Method(_, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {}
+            AMQPFrame::Method(ch, AMQPClass::Channel(channel::AMQPMethod::Close(c))) => {
+                self.enqueue(
+                    ch,
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                );
+                return Err(WireError::Broker(format!(
+                    "the broker closed channel {ch}: {} {}",
+                    c.reply_code, c.reply_text
+                )));
+            }
+            AMQPFrame::Method(_, AMQPClass::Connection(connection::AMQPMethod::Blocked(b))) => {
+                let _ = self.events.send(WireEvent::Blocked(b.reason.to_string()));
+            }
+            AMQPFrame::Method(_, AMQPClass::Connection(connection::AMQPMethod::Unblocked(_))) => {
+                let _ = self.events.send(WireEvent::Unblocked);
+            }
+            AMQPFrame::Method(_, AMQPClass::Connection(connection::AMQPMethod::Close(c))) => {
+                self.enqueue(
+                    0,
+                    connection_method(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                );
+                return Err(WireError::Broker(format!(
+                    "the broker closed the connection: {} {}",
+                    c.reply_code, c.reply_text
+                )));
+            }
+            AMQPFrame::Method(_, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))) => {
+                return Err(WireError::Io("connection closed".into()));
+            }
+            AMQPFrame::Heartbeat => {}
+            other => {
+                return Err(WireError::Broker(format!(
+                    "unexpected frame from the broker: {other}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_return(&self) {
+        let Some(r) = self.state().returning.take() else {
+            return;
+        };
+        let props = r.props.unwrap_or_default();
+        let msg = message_from(r.routing_key, &props, r.body);
+        self.returned(r.channel, msg);
+    }
+}
+
+fn client_properties(name: &str) -> FieldTable {
+    let mut caps = FieldTable::default();
+    for cap in [
+        "publisher_confirms",
+        "connection.blocked",
+        "basic.nack",
+        "authentication_failure_close",
+    ] {
+        caps.insert(cap.into(), AMQPValue::Boolean(true));
+    }
+    let mut props = FieldTable::default();
+    props.insert(
+        "product".into(),
+        AMQPValue::LongString("webhook-bridge".into()),
+    );
+    props.insert("connection_name".into(), AMQPValue::LongString(name.into()));
+    props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+    props
+}
+
+fn connection_method(m: connection::AMQPMethod) -> AMQPClass {
+    AMQPClass::Connection(m)
+}
+
+fn channel_open() -> AMQPClass {
+    AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {}))
+}
+
+fn channel_close() -> AMQPClass {
+    AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+        reply_code: 200,
+        reply_text: "replaced".into(),
+        class_id: 0,
+        method_id: 0,
+    }))
+}
+
+fn confirm_select() -> AMQPClass {
+    AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select {
+        nowait: false,
+    }))
+}
+
+fn unexpected(what: &str, got: &AMQPClass) -> WireError {
+    match got {
+        AMQPClass::Connection(connection::AMQPMethod::Close(c)) => WireError::Broker(format!(
+            "the broker closed the connection during set-up: {} {}",
+            c.reply_code, c.reply_text
+        )),
+        other => WireError::Broker(format!("expected {what}, got {other:?}")),
+    }
+}
+
+/// `out` with `frame` serialized at its end.
+fn append(out: Vec<u8>, frame: &AMQPFrame) -> Result<Vec<u8>, WireError> {
+    let (out, _) = gen_frame(frame)(out.into())
+        .map_err(|e| WireError::Io(format!("serializing a frame: {e}")))?
+        .into_inner();
+    Ok(out)
+}
+
+/// A content body frame, written directly (an `AMQPFrame::Body` would copy the chunk once more).
+fn body_frame(out: &mut Vec<u8>, channel: u16, chunk: &[u8]) {
+    out.push(3);
+    out.extend_from_slice(&channel.to_be_bytes());
+    out.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+    out.extend_from_slice(chunk);
+    out.push(0xCE);
+}
+
+async fn send(stream: &mut TcpStream, frame: &AMQPFrame) -> Result<(), WireError> {
+    stream.write_all(&append(Vec::new(), frame)?).await?;
+    Ok(())
+}
+
+async fn send_method(
+    stream: &mut TcpStream,
+    channel: u16,
+    class: AMQPClass,
+) -> Result<(), WireError> {
+    send(stream, &AMQPFrame::Method(channel, class)).await
+}
+
+/// The frame of `buf` that starts at `*at`, with `*at` moved past it; `None` if it is not all
+/// there yet.
+fn next_frame(buf: &[u8], at: &mut usize) -> Result<Option<AMQPFrame>, WireError> {
+    let rest = &buf[*at..];
+    let Some(size) = rest.get(3..7) else {
+        return Ok(None);
+    };
+    let size = u32::from_be_bytes([size[0], size[1], size[2], size[3]]) as usize;
+    if size > MAX_INBOUND_FRAME {
+        return Err(WireError::Broker(format!(
+            "a frame of {size} bytes from the broker"
+        )));
+    }
+    let Some(whole) = rest.get(..7 + size + 1) else {
+        return Ok(None);
+    };
+    match parse_frame(whole) {
+        Ok((_, frame)) => {
+            *at += whole.len();
+            Ok(Some(frame))
+        }
+        Err(e) => Err(WireError::Broker(format!(
+            "unparsable frame from the broker: {e}"
+        ))),
+    }
+}
+
+/// Read more into `buf`, first dropping the `*at` bytes already parsed.
+async fn refill(
+    rd: &mut (impl AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+    at: &mut usize,
+) -> std::io::Result<usize> {
+    buf.drain(..*at);
+    *at = 0;
+    rd.read_buf(buf).await
+}
+
+/// During set-up: read frames until a method (heartbeats are skipped).
+async fn expect(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    what: &str,
+) -> Result<AMQPClass, WireError> {
+    let mut at = 0;
+    loop {
+        while let Some(frame) = next_frame(buf, &mut at)? {
+            match frame {
+                AMQPFrame::Method(_, class) => {
+                    buf.drain(..at);
+                    return Ok(class);
+                }
+                AMQPFrame::Heartbeat => {}
+                other => return Err(WireError::Broker(format!("expected {what}, got {other}"))),
+            }
+        }
+        if refill(stream, buf, &mut at).await? == 0 {
+            return Err(WireError::Io(format!(
+                "the broker closed the connection before {what}"
+            )));
+        }
+    }
+}
+
+/// Writes what was queued, one `write_all` per batch; a heartbeat when nothing was written for
+/// half the interval.
+async fn write_loop(mut wr: OwnedWriteHalf, shared: Arc<Shared>) {
+    let mut spare = Vec::new();
+    let idle = shared.heartbeat.map(|h| h / 2);
+    loop {
+        let woken = match idle {
+            Some(idle) => tokio::time::timeout(idle, shared.flush.notified())
+                .await
+                .is_ok(),
+            None => {
+                shared.flush.notified().await;
+                true
+            }
+        };
+        let (batch, dead) = {
+            let mut st = shared.state();
+            let batch = std::mem::replace(&mut st.out, std::mem::take(&mut spare));
+            (batch, st.dead.is_some())
+        };
+        if dead {
+            // A `close-ok` the reader queued on its way out still goes.
+            let _ = wr.write_all(&batch).await;
+            return;
+        }
+        let result = if !batch.is_empty() {
+            wr.write_all(&batch).await
+        } else if !woken {
+            wr.write_all(&[8, 0, 0, 0, 0, 0, 0, 0xCE]).await
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result {
+            shared.die(WireError::Io(format!("writing to the broker: {e}")));
+            return;
+        }
+        spare = batch;
+        spare.clear();
+    }
+}
+
+/// Reads the broker's frames; two heartbeat intervals of silence end the connection.
+async fn read_loop(mut rd: OwnedReadHalf, mut buf: Vec<u8>, shared: Arc<Shared>) {
+    let silence = shared.heartbeat.map(|h| h * 2);
+    let mut at = 0;
+    let why = 'read: loop {
+        loop {
+            match next_frame(&buf, &mut at) {
+                Ok(Some(frame)) => {
+                    if let Err(e) = shared.on_frame(frame) {
+                        break 'read e;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => break 'read e,
+            }
+        }
+        let read = refill(&mut rd, &mut buf, &mut at);
+        let read = match silence {
+            Some(s) => match tokio::time::timeout(s, read).await {
+                Ok(r) => r,
+                Err(_) => break WireError::Io("no heartbeat from the broker".into()),
+            },
+            None => read.await,
+        };
+        match read {
+            Ok(0) => break WireError::Io("the broker closed the connection".into()),
+            Ok(_) => {}
+            Err(e) => break WireError::Io(format!("reading from the broker: {e}")),
+        }
+    };
+    // Let a close-ok queued above go out before the writer stops.
+    tokio::task::yield_now().await;
+    shared.die(why);
+}
