@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-60}"; shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(parse_any parse_isendu parse_mailship parse_generic json_scan auth_verify spool_record request)
+[ ${#targets[@]} -eq 0 ] && targets=(parse_any parse_isendu parse_mailship parse_generic json_scan auth_verify spool_record request amqp_frames)
 
 # Seeds: each sample prefixed with every selector byte 0..15 and an empty x-event line.
 # For `request`: the flags byte 1 (sign the body with the endpoint's secret), an endpoint byte

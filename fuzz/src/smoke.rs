@@ -63,8 +63,12 @@ fn dictionary() -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// `run.sh`'s seeds for `target`: each sample behind every selector.
+/// `run.sh`'s seeds for `target`: each sample behind every selector (for `amqp_frames`, broker
+/// streams built by the target).
 fn seeds(target: &str) -> Vec<Vec<u8>> {
+    if target == "amqp_frames" {
+        return crate::targets::amqp_frames::seeds();
+    }
     let mut out = Vec::new();
     for (_, sample) in providers::samples::all() {
         for selector in 0u8..16 {

@@ -55,7 +55,7 @@ mod properties;
 mod returns;
 mod tls;
 mod topology;
-mod wire;
+pub mod wire;
 
 use self::link::Link;
 pub use self::link::{DEFAULT_FRAME_MAX, DEFAULT_HEARTBEAT_SECS, STALE_AFTER, with_defaults};

@@ -260,21 +260,8 @@ impl Wire {
             other => return Err(unexpected("confirm.select-ok", &other)),
         }
 
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                out: Vec::new(),
-                channels: vec![Chan::new(1)],
-                next_id: 2,
-                renewing: false,
-                last_renew: Instant::now(),
-                returning: None,
-                dead: None,
-            }),
-            flush: Notify::new(),
-            frame_max: frame_max as usize,
-            heartbeat: (heartbeat > 0).then(|| Duration::from_secs(u64::from(heartbeat))),
-            events,
-        });
+        let heartbeat = (heartbeat > 0).then(|| Duration::from_secs(u64::from(heartbeat)));
+        let shared = Arc::new(Shared::new(frame_max as usize, heartbeat, events));
         let (rd, wr) = stream.into_split();
         let reader = tokio::spawn(read_loop(rd, rbuf, Arc::clone(&shared)));
         let writer = tokio::spawn(write_loop(wr, Arc::clone(&shared)));
@@ -388,6 +375,29 @@ impl Chan {
 }
 
 impl Shared {
+    /// Confirm channel 1 open, nothing queued.
+    fn new(
+        frame_max: usize,
+        heartbeat: Option<Duration>,
+        events: mpsc::UnboundedSender<WireEvent>,
+    ) -> Self {
+        Self {
+            state: Mutex::new(State {
+                out: Vec::new(),
+                channels: vec![Chan::new(1)],
+                next_id: 2,
+                renewing: false,
+                last_renew: Instant::now(),
+                returning: None,
+                dead: None,
+            }),
+            flush: Notify::new(),
+            frame_max,
+            heartbeat,
+            events,
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -837,4 +847,147 @@ async fn read_loop(mut rd: OwnedReadHalf, mut buf: Vec<u8>, shared: Arc<Shared>)
     // Let a close-ok queued above go out before the writer stops.
     tokio::task::yield_now().await;
     shared.die(why);
+}
+
+/// The reader's handling of what a broker sends, without a socket: `data` is the byte stream,
+/// cut into frames and handled in turn while `pending` publishes (ids `0`, `1`, …) wait on
+/// channel 1, until the data runs out or a frame ends the connection. Returns the publishes
+/// settled and the bytes consumed. For the fuzz target `amqp_frames`: no input may panic.
+#[doc(hidden)]
+pub fn offline(data: &[u8], pending: usize) -> (usize, usize) {
+    let (events, _rx) = mpsc::unbounded_channel();
+    let shared = Shared::new(FRAME_MAX as usize, None, events);
+    let waits: Vec<_> = (0..pending)
+        .map(|i| shared.push_pending(&i.to_string()))
+        .collect();
+    let mut at = 0;
+    while let Ok(Some(frame)) = next_frame(data, &mut at) {
+        if shared.on_frame(frame).is_err() {
+            break;
+        }
+    }
+    let settled = waits
+        .into_iter()
+        .filter_map(|mut w| w.try_recv().ok())
+        .count();
+    (settled, at)
+}
+
+impl Shared {
+    /// A publish of `id` waiting on the current channel, as [`Wire::publish`] leaves it (without
+    /// its frames).
+    fn push_pending(&self, id: &str) -> oneshot::Receiver<Outcome> {
+        let mut st = self.state();
+        let (tx, rx) = oneshot::channel();
+        if let Some(chan) = st.channels.last_mut() {
+            chan.pending.push_back(Pending {
+                tag: chan.next_tag,
+                id: id.into(),
+                returned: None,
+                tx,
+            });
+            chan.next_tag += 1;
+        }
+        rx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> (Arc<Shared>, mpsc::UnboundedReceiver<WireEvent>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let shared = Shared::new(FRAME_MAX as usize, None, events);
+        shared.state().last_renew = Instant::now() - RENEW_AFTER;
+        (Arc::new(shared), rx)
+    }
+
+    fn message(id: &str) -> Message {
+        Message {
+            id: id.into(),
+            routing_key: "wegocod.order.status_changed".into(),
+            source: "webhook-bridge/wegocod/a".into(),
+            timestamp: 1_700_000_000,
+            body: br#"{"id":"x"}"#.to_vec(),
+        }
+    }
+
+    fn pending(shared: &Shared, id: &str) -> oneshot::Receiver<Outcome> {
+        shared.push_pending(id)
+    }
+
+    #[test]
+    fn frames_are_cut_only_when_whole_and_never_oversized() {
+        let heartbeat = [8u8, 0, 0, 0, 0, 0, 0, 0xCE];
+        let mut at = 0;
+        assert!(next_frame(&heartbeat[..5], &mut at).unwrap().is_none());
+        assert!(next_frame(&heartbeat[..7], &mut at).unwrap().is_none());
+        assert_eq!(at, 0);
+        let two = [heartbeat, heartbeat].concat();
+        assert_eq!(
+            next_frame(&two, &mut at).unwrap(),
+            Some(AMQPFrame::Heartbeat)
+        );
+        assert_eq!(at, 8);
+        assert_eq!(
+            next_frame(&two, &mut at).unwrap(),
+            Some(AMQPFrame::Heartbeat)
+        );
+        assert!(next_frame(&two, &mut at).unwrap().is_none());
+        let mut at = 0;
+        assert!(next_frame(&[1, 0, 1, 0xff, 0xff, 0xff, 0xff], &mut at).is_err());
+        let mut at = 0;
+        assert!(next_frame(&[1, 0, 1, 0, 0, 0, 1, 0, 0x00], &mut at).is_err());
+    }
+
+    #[test]
+    fn a_multiple_ack_settles_every_earlier_tag_and_a_nack_opens_a_new_channel() {
+        let (shared, _events) = shared();
+        let mut rx: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|id| pending(&shared, id))
+            .collect();
+        shared.settle(1, 2, true, true);
+        assert!(matches!(rx[0].try_recv(), Ok(Outcome::Acked)));
+        assert!(matches!(rx[1].try_recv(), Ok(Outcome::Acked)));
+        assert!(rx[2].try_recv().is_err(), "tag 3 is not settled yet");
+        assert!(shared.state().out.is_empty());
+        shared.settle(1, 3, false, false);
+        assert!(matches!(rx[2].try_recv(), Ok(Outcome::Nacked(None))));
+        let st = shared.state();
+        assert!(st.renewing, "a nack on the current channel opens a new one");
+        let mut at = 0;
+        assert_eq!(
+            next_frame(&st.out, &mut at).unwrap(),
+            Some(AMQPFrame::Method(2, channel_open()))
+        );
+    }
+
+    #[test]
+    fn a_return_goes_to_its_own_publish_whichever_confirm_comes_first() {
+        let (shared, _events) = shared();
+        let mut first = pending(&shared, "first");
+        let mut second = pending(&shared, "second");
+        shared.returned(1, message("second"));
+        shared.settle(1, 2, true, true);
+        assert!(matches!(first.try_recv(), Ok(Outcome::Acked)));
+        match second.try_recv() {
+            Ok(Outcome::Returned(m)) => assert_eq!(m.id, "second"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_end_of_the_connection_fails_every_waiting_publish_and_tells_the_manager() {
+        let (shared, mut events) = shared();
+        let mut rx = pending(&shared, "a");
+        shared.die(WireError::Io("gone".into()));
+        assert!(matches!(
+            rx.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
+        assert!(matches!(events.try_recv(), Ok(WireEvent::Down)));
+        assert!(shared.state().dead.is_some());
+    }
 }

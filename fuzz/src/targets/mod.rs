@@ -1,6 +1,7 @@
 //! The fuzz targets' bodies, one module each; `fuzz_targets/<name>.rs` hands libFuzzer's input
 //! to `<name>::run`, and the mutation smoke test (`crate::smoke`) runs them without libFuzzer.
 
+pub mod amqp_frames;
 pub mod auth_verify;
 pub mod json_scan;
 pub mod parse_any;
@@ -23,6 +24,7 @@ pub const ALL: &[(&str, Target)] = &[
     ("auth_verify", auth_verify::run),
     ("spool_record", spool_record::run),
     ("request", request::run),
+    ("amqp_frames", amqp_frames::run),
 ];
 
 /// Bodies for the fuzz config's endpoints whose name starts with `prefix`: the first byte picks
