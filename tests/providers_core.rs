@@ -222,3 +222,33 @@ async fn builtin_and_lapin_publishers_deliver_the_same_message() {
     }
     assert_eq!(format!("{:?}", arrived[0]), format!("{:?}", arrived[1]));
 }
+
+/// A webhook near `max_body` makes a message of many AMQP frames (the bridge asks for 16 KiB
+/// frames): it arrives whole, the provider's JSON unchanged, over either client.
+#[tokio::test]
+async fn a_body_of_many_frames_arrives_whole_over_either_client() {
+    broker_available().await;
+    let mut payload: Value =
+        serde_json::from_slice(webhook_bridge::providers::wegocod::DELIVERED).unwrap();
+    let notes: String = (0..700_000u32)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    payload["notes"] = Value::String(notes);
+    let body = serde_json::to_vec(&payload).unwrap();
+    assert!(body.len() > 40 * 16 * 1024 && body.len() < 1024 * 1024);
+    for extra in ["", "publish_client = \"lapin\""] {
+        let bridge = Bridge::start_with(BridgeOptions {
+            amqp_extra: extra.into(),
+            ..BridgeOptions::default()
+        })
+        .await;
+        let mut q = bridge.consumer("wegocod.#").await;
+        let resp = bridge
+            .post_signed("wegocod", "/webhooks/wegocod", WEGOCOD_SECRET, &body)
+            .await;
+        assert_eq!(resp.status(), 200, "{extra}");
+        let m = q.next(WAIT).await.expect("message");
+        assert_eq!(m.body["data"]["payload"], payload, "{extra}");
+        bridge.cleanup().await;
+    }
+}
