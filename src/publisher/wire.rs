@@ -293,55 +293,78 @@ impl Wire {
         exchange: &str,
         messages: &[Message],
     ) -> Result<Vec<oneshot::Receiver<Outcome>>, WireError> {
-        let mut st = self.shared.state();
+        let mut guard = self.shared.state();
+        let st = &mut *guard;
         if let Some(e) = &st.dead {
             return Err(e.clone());
         }
-        let was_empty = st.out.is_empty();
-        let mut out = std::mem::take(&mut st.out);
-        let mut rxs = Vec::with_capacity(messages.len());
         let Some(chan) = st.channels.last_mut() else {
-            st.out = out;
             return Err(WireError::Broker("no confirm channel".into()));
         };
+        // Every frame first, then the publishes that wait for their confirms. A frame that
+        // cannot be serialized (never seen: the properties are the bridge's own) has cost the
+        // queue: the connection ends, failing whatever waited, and the link reconnects.
+        let was_empty = st.out.is_empty();
         for msg in messages {
-            let method = AMQPFrame::Method(
-                chan.id,
-                AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                    exchange: exchange.into(),
-                    routing_key: msg.routing_key.as_str().into(),
-                    mandatory: true,
-                    immediate: false,
-                })),
-            );
-            let header = AMQPFrame::Header(
-                chan.id,
-                AMQPContentHeader {
-                    class_id: BASIC,
-                    body_size: msg.body.len() as u64,
-                    properties: properties(msg),
-                },
-            );
-            out = append(append(out, &method)?, &header)?;
-            for chunk in msg.body.chunks(self.shared.frame_max - FRAME_OVERHEAD) {
-                body_frame(&mut out, chan.id, chunk);
+            if let Err(e) = self.frames(&mut st.out, chan.id, exchange, msg) {
+                drop(guard);
+                self.shared.die(e.clone());
+                return Err(e);
             }
-            let (tx, rx) = oneshot::channel();
-            chan.pending.push_back(Pending {
-                tag: chan.next_tag,
-                id: msg.id.clone(),
-                returned: None,
-                tx,
-            });
-            chan.next_tag += 1;
-            rxs.push(rx);
         }
-        st.out = out;
-        drop(st);
+        let rxs = messages
+            .iter()
+            .map(|msg| {
+                let (tx, rx) = oneshot::channel();
+                chan.pending.push_back(Pending {
+                    tag: chan.next_tag,
+                    id: msg.id.clone(),
+                    returned: None,
+                    tx,
+                });
+                chan.next_tag += 1;
+                rx
+            })
+            .collect();
+        drop(guard);
         if was_empty {
             self.shared.flush.notify_one();
         }
         Ok(rxs)
+    }
+
+    /// A publish's frames on `channel`: the method, the content header, the body in frames of
+    /// at most the negotiated size.
+    fn frames(
+        &self,
+        out: &mut Vec<u8>,
+        channel: u16,
+        exchange: &str,
+        msg: &Message,
+    ) -> Result<(), WireError> {
+        let method = AMQPFrame::Method(
+            channel,
+            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: exchange.into(),
+                routing_key: msg.routing_key.as_str().into(),
+                mandatory: true,
+                immediate: false,
+            })),
+        );
+        let header = AMQPFrame::Header(
+            channel,
+            AMQPContentHeader {
+                class_id: BASIC,
+                body_size: msg.body.len() as u64,
+                properties: properties(msg),
+            },
+        );
+        append(out, &method)?;
+        append(out, &header)?;
+        for chunk in msg.body.chunks(self.shared.frame_max - FRAME_OVERHEAD) {
+            body_frame(out, channel, chunk);
+        }
+        Ok(())
     }
 
     /// Close the connection (`connection.close`, then the broker's `close-ok` or `wait`).
@@ -406,14 +429,10 @@ impl Shared {
     fn enqueue(&self, channel: u16, class: AMQPClass) {
         let mut st = self.state();
         let was_empty = st.out.is_empty();
-        let out = std::mem::take(&mut st.out);
-        match append(out, &AMQPFrame::Method(channel, class)) {
-            Ok(out) => st.out = out,
-            Err(e) => {
-                drop(st);
-                self.die(e);
-                return;
-            }
+        if let Err(e) = append(&mut st.out, &AMQPFrame::Method(channel, class)) {
+            drop(st);
+            self.die(e);
+            return;
         }
         drop(st);
         if was_empty {
@@ -679,12 +698,15 @@ fn unexpected(what: &str, got: &AMQPClass) -> WireError {
     }
 }
 
-/// `out` with `frame` serialized at its end.
-fn append(out: Vec<u8>, frame: &AMQPFrame) -> Result<Vec<u8>, WireError> {
-    let (out, _) = gen_frame(frame)(out.into())
+/// `frame` serialized at the end of `out`. On error `out` is lost (cookie-factory takes the
+/// `Vec` it writes into: a borrowed one could not seek back to fill in the frame's size); the
+/// callers end the connection then, which fails every publish waiting.
+fn append(out: &mut Vec<u8>, frame: &AMQPFrame) -> Result<(), WireError> {
+    let (buf, _) = gen_frame(frame)(std::mem::take(out).into())
         .map_err(|e| WireError::Io(format!("serializing a frame: {e}")))?
         .into_inner();
-    Ok(out)
+    *out = buf;
+    Ok(())
 }
 
 /// A content body frame, written directly (an `AMQPFrame::Body` would copy the chunk once more).
@@ -697,7 +719,9 @@ fn body_frame(out: &mut Vec<u8>, channel: u16, chunk: &[u8]) {
 }
 
 async fn send(stream: &mut TcpStream, frame: &AMQPFrame) -> Result<(), WireError> {
-    stream.write_all(&append(Vec::new(), frame)?).await?;
+    let mut buf = Vec::new();
+    append(&mut buf, frame)?;
+    stream.write_all(&buf).await?;
     Ok(())
 }
 
