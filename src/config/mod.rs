@@ -108,7 +108,7 @@ impl ThreadScheduling {
 #[serde(rename_all = "lowercase")]
 pub enum PublishClient {
     /// The bridge's own publishing connection, driven by the async workers
-    /// (`publisher/wire.rs`): one confirm channel, no I/O thread.
+    /// (`publisher/wire/`): one confirm channel, no I/O thread.
     #[default]
     Builtin,
     /// lapin's `channels` confirm channels, on the connection that declares the topology.

@@ -50,7 +50,7 @@ pub enum ConnectError {
     ClosedDuringSetup(lapin::Error),
     #[error("{0}")]
     Amqp(#[from] lapin::Error),
-    /// The publish path's own connection (publisher/wire.rs) could not be opened.
+    /// The publish path's own connection (publisher/wire/) could not be opened.
     #[error("publishing connection: {0}")]
     Wire(#[from] super::wire::WireError),
 }

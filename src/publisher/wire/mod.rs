@@ -32,16 +32,17 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, ProtocolVersion, gen_frame, parse_frame};
+use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{AMQPClass, BasicProperties, basic, channel, confirm, connection};
-use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use amq_protocol::uri::{AMQPScheme, AMQPUri};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use self::frames::{
+    append, body_frame, channel_close, channel_open, confirm_select, connection_method, next_frame,
+};
 use super::properties::{message_from, properties};
 use crate::config::{AmqpConfig, AuthMechanism, PublishClient};
 use crate::message::Message;
@@ -50,8 +51,6 @@ use crate::message::Message;
 const FRAME_MAX: u32 = super::DEFAULT_FRAME_MAX;
 /// A frame's header (type, channel, size) and end octet.
 const FRAME_OVERHEAD: usize = 8;
-/// The largest frame accepted from the broker (it may send up to the negotiated size).
-const MAX_INBOUND_FRAME: usize = 1 << 20;
 /// A nacked channel is replaced at most this often (as `Link::renew` does for lapin's).
 const RENEW_AFTER: Duration = Duration::from_secs(1);
 /// `basic` class id, for content headers.
@@ -168,99 +167,10 @@ impl Wire {
         name: &str,
         events: mpsc::UnboundedSender<WireEvent>,
     ) -> Result<Self, WireError> {
-        let uri = AMQPUri::from_str(url).map_err(WireError::Url)?;
-        let mut stream =
-            TcpStream::connect((uri.authority.host.as_str(), uri.authority.port)).await?;
-        stream.set_nodelay(true)?;
-        let mut rbuf = Vec::with_capacity(16 * 1024);
-
-        send(
-            &mut stream,
-            &AMQPFrame::ProtocolHeader(ProtocolVersion::amqp_0_9_1()),
-        )
-        .await?;
-        let start = match expect(&mut stream, &mut rbuf, "connection.start").await? {
-            AMQPClass::Connection(connection::AMQPMethod::Start(s)) => s,
-            other => return Err(unexpected("connection.start", &other)),
-        };
-        if !start
-            .mechanisms
-            .to_string()
-            .split(' ')
-            .any(|m| m == "PLAIN")
-        {
-            return Err(WireError::Broker(
-                "the broker does not offer the PLAIN login".into(),
-            ));
-        }
-        let user = &uri.authority.userinfo;
-        let start_ok = connection::StartOk {
-            client_properties: client_properties(name),
-            mechanism: "PLAIN".into(),
-            response: LongString::from(format!("\0{}\0{}", user.username, user.password)),
-            locale: "en_US".into(),
-        };
-        send_method(
-            &mut stream,
-            0,
-            connection_method(connection::AMQPMethod::StartOk(start_ok)),
-        )
-        .await?;
-        let tune = match expect(&mut stream, &mut rbuf, "connection.tune").await? {
-            AMQPClass::Connection(connection::AMQPMethod::Tune(t)) => t,
-            other => return Err(unexpected("connection.tune", &other)),
-        };
-        let asked_frame = uri.query.frame_max.unwrap_or(FRAME_MAX);
-        let frame_max = match tune.frame_max {
-            0 => asked_frame,
-            n => n.min(asked_frame),
-        }
-        .max(4096);
-        let heartbeat = match (uri.query.heartbeat.unwrap_or(0), tune.heartbeat) {
-            (0, _) => 0,
-            (c, 0) => c,
-            (c, s) => c.min(s),
-        };
-        let channel_max = match tune.channel_max {
-            0 => u16::MAX,
-            n => n,
-        };
-        let tune_ok = connection::TuneOk {
-            channel_max,
-            frame_max,
-            heartbeat,
-        };
-        send_method(
-            &mut stream,
-            0,
-            connection_method(connection::AMQPMethod::TuneOk(tune_ok)),
-        )
-        .await?;
-        let open = connection::Open {
-            virtual_host: uri.vhost.as_str().into(),
-        };
-        send_method(
-            &mut stream,
-            0,
-            connection_method(connection::AMQPMethod::Open(open)),
-        )
-        .await?;
-        match expect(&mut stream, &mut rbuf, "connection.open-ok").await? {
-            AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)) => {}
-            other => return Err(unexpected("connection.open-ok", &other)),
-        }
-        send_method(&mut stream, 1, channel_open()).await?;
-        match expect(&mut stream, &mut rbuf, "channel.open-ok").await? {
-            AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)) => {}
-            other => return Err(unexpected("channel.open-ok", &other)),
-        }
-        send_method(&mut stream, 1, confirm_select()).await?;
-        match expect(&mut stream, &mut rbuf, "confirm.select-ok").await? {
-            AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_)) => {}
-            other => return Err(unexpected("confirm.select-ok", &other)),
-        }
-
-        let heartbeat = (heartbeat > 0).then(|| Duration::from_secs(u64::from(heartbeat)));
+        let (stream, rbuf, tuned) = handshake::open(url, name).await?;
+        let heartbeat =
+            (tuned.heartbeat > 0).then(|| Duration::from_secs(u64::from(tuned.heartbeat)));
+        let frame_max = tuned.frame_max;
         let shared = Arc::new(Shared::new(frame_max as usize, heartbeat, events));
         let (rd, wr) = stream.into_split();
         let reader = tokio::spawn(read_loop(rd, rbuf, Arc::clone(&shared)));
@@ -312,20 +222,7 @@ impl Wire {
                 return Err(e);
             }
         }
-        let rxs = messages
-            .iter()
-            .map(|msg| {
-                let (tx, rx) = oneshot::channel();
-                chan.pending.push_back(Pending {
-                    tag: chan.next_tag,
-                    id: msg.id.clone(),
-                    returned: None,
-                    tx,
-                });
-                chan.next_tag += 1;
-                rx
-            })
-            .collect();
+        let rxs = messages.iter().map(|msg| chan.wait_for(&msg.id)).collect();
         drop(guard);
         if was_empty {
             self.shared.flush.notify_one();
@@ -394,6 +291,19 @@ impl Chan {
             next_tag: 1,
             pending: VecDeque::new(),
         }
+    }
+
+    /// The next delivery tag goes to a publish of `id`, which waits for its confirm.
+    fn wait_for(&mut self, id: &str) -> oneshot::Receiver<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        self.pending.push_back(Pending {
+            tag: self.next_tag,
+            id: id.into(),
+            returned: None,
+            tx,
+        });
+        self.next_tag += 1;
+        rx
     }
 }
 
@@ -645,123 +555,8 @@ impl Shared {
     }
 }
 
-fn client_properties(name: &str) -> FieldTable {
-    let mut caps = FieldTable::default();
-    for cap in [
-        "publisher_confirms",
-        "connection.blocked",
-        "basic.nack",
-        "authentication_failure_close",
-    ] {
-        caps.insert(cap.into(), AMQPValue::Boolean(true));
-    }
-    let mut props = FieldTable::default();
-    props.insert(
-        "product".into(),
-        AMQPValue::LongString("webhook-bridge".into()),
-    );
-    props.insert("connection_name".into(), AMQPValue::LongString(name.into()));
-    props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
-    props
-}
-
-fn connection_method(m: connection::AMQPMethod) -> AMQPClass {
-    AMQPClass::Connection(m)
-}
-
-fn channel_open() -> AMQPClass {
-    AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {}))
-}
-
-fn channel_close() -> AMQPClass {
-    AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
-        reply_code: 200,
-        reply_text: "replaced".into(),
-        class_id: 0,
-        method_id: 0,
-    }))
-}
-
-fn confirm_select() -> AMQPClass {
-    AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select {
-        nowait: false,
-    }))
-}
-
-fn unexpected(what: &str, got: &AMQPClass) -> WireError {
-    match got {
-        AMQPClass::Connection(connection::AMQPMethod::Close(c)) => WireError::Broker(format!(
-            "the broker closed the connection during set-up: {} {}",
-            c.reply_code, c.reply_text
-        )),
-        other => WireError::Broker(format!("expected {what}, got {other:?}")),
-    }
-}
-
-/// `frame` serialized at the end of `out`. On error `out` is lost (cookie-factory takes the
-/// `Vec` it writes into: a borrowed one could not seek back to fill in the frame's size); the
-/// callers end the connection then, which fails every publish waiting.
-fn append(out: &mut Vec<u8>, frame: &AMQPFrame) -> Result<(), WireError> {
-    let (buf, _) = gen_frame(frame)(std::mem::take(out).into())
-        .map_err(|e| WireError::Io(format!("serializing a frame: {e}")))?
-        .into_inner();
-    *out = buf;
-    Ok(())
-}
-
-/// A content body frame, written directly (an `AMQPFrame::Body` would copy the chunk once more).
-fn body_frame(out: &mut Vec<u8>, channel: u16, chunk: &[u8]) {
-    out.push(3);
-    out.extend_from_slice(&channel.to_be_bytes());
-    out.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
-    out.extend_from_slice(chunk);
-    out.push(0xCE);
-}
-
-async fn send(stream: &mut TcpStream, frame: &AMQPFrame) -> Result<(), WireError> {
-    let mut buf = Vec::new();
-    append(&mut buf, frame)?;
-    stream.write_all(&buf).await?;
-    Ok(())
-}
-
-async fn send_method(
-    stream: &mut TcpStream,
-    channel: u16,
-    class: AMQPClass,
-) -> Result<(), WireError> {
-    send(stream, &AMQPFrame::Method(channel, class)).await
-}
-
-/// The frame of `buf` that starts at `*at`, with `*at` moved past it; `None` if it is not all
-/// there yet.
-fn next_frame(buf: &[u8], at: &mut usize) -> Result<Option<AMQPFrame>, WireError> {
-    let rest = &buf[*at..];
-    let Some(size) = rest.get(3..7) else {
-        return Ok(None);
-    };
-    let size = u32::from_be_bytes([size[0], size[1], size[2], size[3]]) as usize;
-    if size > MAX_INBOUND_FRAME {
-        return Err(WireError::Broker(format!(
-            "a frame of {size} bytes from the broker"
-        )));
-    }
-    let Some(whole) = rest.get(..7 + size + 1) else {
-        return Ok(None);
-    };
-    match parse_frame(whole) {
-        Ok((_, frame)) => {
-            *at += whole.len();
-            Ok(Some(frame))
-        }
-        Err(e) => Err(WireError::Broker(format!(
-            "unparsable frame from the broker: {e}"
-        ))),
-    }
-}
-
 /// Read more into `buf`, first dropping the `*at` bytes already parsed.
-async fn refill(
+pub(super) async fn refill(
     rd: &mut (impl AsyncRead + Unpin),
     buf: &mut Vec<u8>,
     at: &mut usize,
@@ -769,32 +564,6 @@ async fn refill(
     buf.drain(..*at);
     *at = 0;
     rd.read_buf(buf).await
-}
-
-/// During set-up: read frames until a method (heartbeats are skipped).
-async fn expect(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    what: &str,
-) -> Result<AMQPClass, WireError> {
-    let mut at = 0;
-    loop {
-        while let Some(frame) = next_frame(buf, &mut at)? {
-            match frame {
-                AMQPFrame::Method(_, class) => {
-                    buf.drain(..at);
-                    return Ok(class);
-                }
-                AMQPFrame::Heartbeat => {}
-                other => return Err(WireError::Broker(format!("expected {what}, got {other}"))),
-            }
-        }
-        if refill(stream, buf, &mut at).await? == 0 {
-            return Err(WireError::Io(format!(
-                "the broker closed the connection before {what}"
-            )));
-        }
-    }
 }
 
 /// Writes what was queued, one `write_all` per batch; a heartbeat when nothing was written for
@@ -901,117 +670,14 @@ impl Shared {
     /// A publish of `id` waiting on the current channel, as [`Wire::publish`] leaves it (without
     /// its frames).
     fn push_pending(&self, id: &str) -> oneshot::Receiver<Outcome> {
-        let mut st = self.state();
-        let (tx, rx) = oneshot::channel();
-        if let Some(chan) = st.channels.last_mut() {
-            chan.pending.push_back(Pending {
-                tag: chan.next_tag,
-                id: id.into(),
-                returned: None,
-                tx,
-            });
-            chan.next_tag += 1;
+        match self.state().channels.last_mut() {
+            Some(chan) => chan.wait_for(id),
+            None => oneshot::channel().1,
         }
-        rx
     }
 }
 
+mod frames;
+mod handshake;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn shared() -> (Arc<Shared>, mpsc::UnboundedReceiver<WireEvent>) {
-        let (events, rx) = mpsc::unbounded_channel();
-        let shared = Shared::new(FRAME_MAX as usize, None, events);
-        shared.state().last_renew = Instant::now() - RENEW_AFTER;
-        (Arc::new(shared), rx)
-    }
-
-    fn message(id: &str) -> Message {
-        Message {
-            id: id.into(),
-            routing_key: "wegocod.order.status_changed".into(),
-            source: "webhook-bridge/wegocod/a".into(),
-            timestamp: 1_700_000_000,
-            body: br#"{"id":"x"}"#.to_vec(),
-        }
-    }
-
-    fn pending(shared: &Shared, id: &str) -> oneshot::Receiver<Outcome> {
-        shared.push_pending(id)
-    }
-
-    #[test]
-    fn frames_are_cut_only_when_whole_and_never_oversized() {
-        let heartbeat = [8u8, 0, 0, 0, 0, 0, 0, 0xCE];
-        let mut at = 0;
-        assert!(next_frame(&heartbeat[..5], &mut at).unwrap().is_none());
-        assert!(next_frame(&heartbeat[..7], &mut at).unwrap().is_none());
-        assert_eq!(at, 0);
-        let two = [heartbeat, heartbeat].concat();
-        assert_eq!(
-            next_frame(&two, &mut at).unwrap(),
-            Some(AMQPFrame::Heartbeat)
-        );
-        assert_eq!(at, 8);
-        assert_eq!(
-            next_frame(&two, &mut at).unwrap(),
-            Some(AMQPFrame::Heartbeat)
-        );
-        assert!(next_frame(&two, &mut at).unwrap().is_none());
-        let mut at = 0;
-        assert!(next_frame(&[1, 0, 1, 0xff, 0xff, 0xff, 0xff], &mut at).is_err());
-        let mut at = 0;
-        assert!(next_frame(&[1, 0, 1, 0, 0, 0, 1, 0, 0x00], &mut at).is_err());
-    }
-
-    #[test]
-    fn a_multiple_ack_settles_every_earlier_tag_and_a_nack_opens_a_new_channel() {
-        let (shared, _events) = shared();
-        let mut rx: Vec<_> = ["a", "b", "c"]
-            .iter()
-            .map(|id| pending(&shared, id))
-            .collect();
-        shared.settle(1, 2, true, true);
-        assert!(matches!(rx[0].try_recv(), Ok(Outcome::Acked)));
-        assert!(matches!(rx[1].try_recv(), Ok(Outcome::Acked)));
-        assert!(rx[2].try_recv().is_err(), "tag 3 is not settled yet");
-        assert!(shared.state().out.is_empty());
-        shared.settle(1, 3, false, false);
-        assert!(matches!(rx[2].try_recv(), Ok(Outcome::Nacked(None))));
-        let st = shared.state();
-        assert!(st.renewing, "a nack on the current channel opens a new one");
-        let mut at = 0;
-        assert_eq!(
-            next_frame(&st.out, &mut at).unwrap(),
-            Some(AMQPFrame::Method(2, channel_open()))
-        );
-    }
-
-    #[test]
-    fn a_return_goes_to_its_own_publish_whichever_confirm_comes_first() {
-        let (shared, _events) = shared();
-        let mut first = pending(&shared, "first");
-        let mut second = pending(&shared, "second");
-        shared.returned(1, message("second"));
-        shared.settle(1, 2, true, true);
-        assert!(matches!(first.try_recv(), Ok(Outcome::Acked)));
-        match second.try_recv() {
-            Ok(Outcome::Returned(m)) => assert_eq!(m.id, "second"),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn the_end_of_the_connection_fails_every_waiting_publish_and_tells_the_manager() {
-        let (shared, mut events) = shared();
-        let mut rx = pending(&shared, "a");
-        shared.die(WireError::Io("gone".into()));
-        assert!(matches!(
-            rx.try_recv(),
-            Err(oneshot::error::TryRecvError::Closed)
-        ));
-        assert!(matches!(events.try_recv(), Ok(WireEvent::Down)));
-        assert!(shared.state().dead.is_some());
-    }
-}
+mod tests;

@@ -1,0 +1,95 @@
+//! The reader's bookkeeping without a socket: frames cut, confirms settled, returns attributed,
+//! the end of the connection.
+
+use super::*;
+
+fn shared() -> (Arc<Shared>, mpsc::UnboundedReceiver<WireEvent>) {
+    let (events, rx) = mpsc::unbounded_channel();
+    let shared = Shared::new(FRAME_MAX as usize, None, events);
+    shared.state().last_renew = Instant::now() - RENEW_AFTER;
+    (Arc::new(shared), rx)
+}
+
+fn message(id: &str) -> Message {
+    Message {
+        id: id.into(),
+        routing_key: "wegocod.order.status_changed".into(),
+        source: "webhook-bridge/wegocod/a".into(),
+        timestamp: 1_700_000_000,
+        body: br#"{"id":"x"}"#.to_vec(),
+    }
+}
+
+#[test]
+fn frames_are_cut_only_when_whole_and_never_oversized() {
+    let heartbeat = [8u8, 0, 0, 0, 0, 0, 0, 0xCE];
+    let mut at = 0;
+    assert!(next_frame(&heartbeat[..5], &mut at).unwrap().is_none());
+    assert!(next_frame(&heartbeat[..7], &mut at).unwrap().is_none());
+    assert_eq!(at, 0);
+    let two = [heartbeat, heartbeat].concat();
+    assert_eq!(
+        next_frame(&two, &mut at).unwrap(),
+        Some(AMQPFrame::Heartbeat)
+    );
+    assert_eq!(at, 8);
+    assert_eq!(
+        next_frame(&two, &mut at).unwrap(),
+        Some(AMQPFrame::Heartbeat)
+    );
+    assert!(next_frame(&two, &mut at).unwrap().is_none());
+    let mut at = 0;
+    assert!(next_frame(&[1, 0, 1, 0xff, 0xff, 0xff, 0xff], &mut at).is_err());
+    let mut at = 0;
+    assert!(next_frame(&[1, 0, 1, 0, 0, 0, 1, 0, 0x00], &mut at).is_err());
+}
+
+#[test]
+fn a_multiple_ack_settles_every_earlier_tag_and_a_nack_opens_a_new_channel() {
+    let (shared, _events) = shared();
+    let mut rx: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|id| shared.push_pending(id))
+        .collect();
+    shared.settle(1, 2, true, true);
+    assert!(matches!(rx[0].try_recv(), Ok(Outcome::Acked)));
+    assert!(matches!(rx[1].try_recv(), Ok(Outcome::Acked)));
+    assert!(rx[2].try_recv().is_err(), "tag 3 is not settled yet");
+    assert!(shared.state().out.is_empty());
+    shared.settle(1, 3, false, false);
+    assert!(matches!(rx[2].try_recv(), Ok(Outcome::Nacked(None))));
+    let st = shared.state();
+    assert!(st.renewing, "a nack on the current channel opens a new one");
+    let mut at = 0;
+    assert_eq!(
+        next_frame(&st.out, &mut at).unwrap(),
+        Some(AMQPFrame::Method(2, channel_open()))
+    );
+}
+
+#[test]
+fn a_return_goes_to_its_own_publish_whichever_confirm_comes_first() {
+    let (shared, _events) = shared();
+    let mut first = shared.push_pending("first");
+    let mut second = shared.push_pending("second");
+    shared.returned(1, message("second"));
+    shared.settle(1, 2, true, true);
+    assert!(matches!(first.try_recv(), Ok(Outcome::Acked)));
+    match second.try_recv() {
+        Ok(Outcome::Returned(m)) => assert_eq!(m.id, "second"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_end_of_the_connection_fails_every_waiting_publish_and_tells_the_manager() {
+    let (shared, mut events) = shared();
+    let mut rx = shared.push_pending("a");
+    shared.die(WireError::Io("gone".into()));
+    assert!(matches!(
+        rx.try_recv(),
+        Err(oneshot::error::TryRecvError::Closed)
+    ));
+    assert!(matches!(events.try_recv(), Ok(WireEvent::Down)));
+    assert!(shared.state().dead.is_some());
+}
