@@ -1,10 +1,11 @@
 //! TLS to the broker, against the AMQPS listeners of the three-node cluster of `scripts/cluster`
 //! (127.0.0.1:5691-5693, a CA of the script's own, verify_peer, a client certificate required,
 //! EXTERNAL enabled with the certificate's CN as user name): publishing with the CA file and a
-//! client certificate; a wrong CA refused with a clear log line, events spooled and delivered
+//! client certificate, over the builtin publishing connection (the default; the broker sees two
+//! TLS connections with the certificate) and over lapin's channels (one); a wrong CA refused with a clear log line, events spooled and delivered
 //! once the CA file is right; a missing client certificate refused with a clear log line;
-//! certificate-only login (EXTERNAL); a client certificate renewed in place picked up on the
-//! next reconnect, under HTTP load. Every event answered 2xx is counted
+//! certificate-only login (EXTERNAL, on both connections); a client certificate renewed in
+//! place picked up by both connections on the next reconnect, under HTTP load. Every event answered 2xx is counted
 //! in a quorum consumer queue. Client certificates are made here with the openssl CLI, signed by
 //! the cluster's CA.
 //!
@@ -199,21 +200,45 @@ async fn declare_exchange(exchange: &str) {
 }
 
 /// The CA file and a client certificate (PLAIN login as guest): the bridge publishes over
-/// AMQPS, the broker sees the certificate, every event answered 2xx arrives.
+/// AMQPS, the broker sees the certificate on each of the bridge's connections, every event
+/// answered 2xx arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs the three-node cluster of scripts/cluster (AMQPS listeners); run serially"]
 async fn right_ca_and_client_certificate_publish_over_amqps() {
+    // The builtin publishing connection over TLS, beside lapin's (topology): two connections.
+    publish_over_amqps("", 2, "own connection, one confirm channel").await;
+}
+
+/// The same over lapin's confirm channels (`publish_client = "lapin"`): one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the three-node cluster of scripts/cluster (AMQPS listeners); run serially"]
+async fn right_ca_and_client_certificate_publish_over_amqps_with_lapin_channels() {
+    publish_over_amqps("publish_client = \"lapin\"", 1, "lapin confirm channels").await;
+}
+
+/// How many TLS connections of `user` present the certificate of `cn`.
+fn presenting(seen: &str, user: &str, cn: &str) -> usize {
+    seen.lines()
+        .filter(|l| l.starts_with(&format!("{user} ")) && l.contains(&format!("CN={cn}")))
+        .count()
+}
+
+async fn publish_over_amqps(extra: &str, connections: usize, path: &str) {
     let _restore = cluster::ensure_up().await;
     let cn = unique("wb-mtls");
     let files = Files::new(&cn);
-    let bridge = Bridge::start_with(options(&files, false)).await;
+    let mut opts = options(&files, false);
+    opts.amqp_extra = format!("{}\n{extra}", opts.amqp_extra);
+    let bridge = Bridge::start_with(opts).await;
     let queue = cluster::quorum_queue(&bridge.exchange, "wegocod.#").await;
     let seen = tls_connections().await;
-    assert!(
-        seen.lines()
-            .any(|l| l.starts_with("guest ") && l.contains(&format!("CN={cn}"))),
-        "the broker sees the bridge's TLS connection with its certificate: {seen}"
+    assert_eq!(
+        presenting(&seen, "guest", &cn),
+        connections,
+        "the broker sees the bridge's TLS connections with its certificate: {seen}"
     );
+    let logs = bridge.logs();
+    assert!(logs.contains(path), "published over {path}:\n{logs}");
     let report = load::run(
         &bridge,
         "mtls",
@@ -223,7 +248,7 @@ async fn right_ca_and_client_certificate_publish_over_amqps() {
         Arc::new(AtomicUsize::new(0)),
     )
     .await;
-    eprintln!("mtls: {}", report.summary());
+    eprintln!("mtls ({path}): {}", report.summary());
     assert_all_answered("mtls", &report, 300);
     assert_eq!(
         report.spooled(),
@@ -307,10 +332,11 @@ async fn external_login_with_a_client_certificate_only() {
     let bridge = Bridge::start_with(options(&files, true)).await;
     let queue = cluster::quorum_queue(&bridge.exchange, "wegocod.#").await;
     let seen = tls_connections().await;
-    assert!(
-        seen.lines()
-            .any(|l| l.starts_with(&format!("{user} ")) && l.contains(&format!("CN={user}"))),
-        "the broker logged the bridge in as the certificate's CN: {seen}"
+    assert_eq!(
+        presenting(&seen, &user, &user),
+        2,
+        "the broker logged both of the bridge's connections (topology, publishing) in as the \
+         certificate's CN: {seen}"
     );
     let report = load::run(
         &bridge,
@@ -437,8 +463,8 @@ async fn renewed_client_certificate_is_used_from_the_next_reconnect() {
         cluster::secs(took)
     );
     assert!(
-        after.contains(&format!("CN={new_cn}")) && !after.contains(&format!("CN={old_cn}")),
-        "the reconnect presents the renewed certificate: {after}"
+        presenting(&after, "guest", &new_cn) == 2 && !after.contains(&format!("CN={old_cn}")),
+        "both connections of the reconnect present the renewed certificate: {after}"
     );
     assert!(
         reconnected_at + 200 <= n,

@@ -1,12 +1,13 @@
 //! `--native-phase`: raw publishes through the bridge's own publishing connection
 //! (`webhook_bridge::publisher::wire`: amq-protocol's frames on one `TcpStream`, a writer and a
 //! reader task on the runtime's workers, no I/O thread), the client the bridge itself publishes
-//! with for plain `amqp://` URLs. Against raw lapin, it shows what lapin's hand-offs to its I/O
+//! with by default. Against raw lapin, it shows what lapin's hand-offs to its I/O
 //! thread cost a publish; against the bridge, what the bridge costs around the same client.
 
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow};
+use webhook_bridge::config::{AuthMechanism, TlsFiles};
 use webhook_bridge::message::Message;
 use webhook_bridge::publisher::wire::{Outcome, Wire};
 use webhook_bridge::publisher::with_defaults;
@@ -25,9 +26,16 @@ impl NativePublisher {
     pub async fn connect(url: &str, exchange: &str, msg: &Message) -> Result<Self> {
         // Nobody listens for `connection.blocked` here: a blocked broker shows as slow confirms.
         let (events, _) = tokio::sync::mpsc::unbounded_channel();
-        let wire = Wire::connect(&with_defaults(url), "webhook-bridge-bench native", events)
-            .await
-            .map_err(|e| anyhow!("native publisher: {e}"))?;
+        let no_tls = TlsFiles::default().read()?;
+        let wire = Wire::connect(
+            &with_defaults(url),
+            "webhook-bridge-bench native",
+            &no_tls,
+            AuthMechanism::Plain,
+            events,
+        )
+        .await
+        .map_err(|e| anyhow!("native publisher: {e}"))?;
         Ok(Self {
             wire: Arc::new(wire),
             exchange: exchange.into(),

@@ -73,8 +73,8 @@ pub(super) struct Link {
     /// Declares the topology and parks returned messages; publishes too, on `channels`, when
     /// there is no `wire`.
     pub(super) conn: Connection,
-    /// The connection publishes go over for plain `amqp://` URLs (see [`Wire::eligible`]);
-    /// `channels` is empty then.
+    /// The connection publishes go over unless `publish_client = "lapin"` (see
+    /// [`Wire::eligible`]); `channels` is empty then.
     pub(super) wire: Option<Wire>,
     pub(super) channels: Vec<Mutex<Slot>>,
     pub(super) next: AtomicUsize,
@@ -316,7 +316,8 @@ impl Publisher {
     /// Connect with the TLS files as they are now (a renewed certificate is used from the next
     /// connect on), open the channels.
     async fn connect(&self, url: &str) -> Result<(Link, Events), ConnectError> {
-        let conn = tls::open(&self.cfg, url, "webhook-bridge").await?;
+        let material = self.cfg.tls.read()?;
+        let conn = tls::open_with(&self.cfg, &material, url, "webhook-bridge").await?;
         // Listen before the first publish: lapin only queues events once someone listens.
         let lapin_events = conn.events_listener().map(|e| match e {
             Event::ConnectionBlocked(reason) => LinkEvent::Blocked(reason),
@@ -336,7 +337,15 @@ impl Publisher {
         };
         let (wire, events): (Option<Wire>, Events) = if own {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            match Wire::connect(&with_defaults(url), "webhook-bridge publish", tx).await {
+            let url = with_defaults(url);
+            let wire = Wire::connect(
+                &url,
+                "webhook-bridge publish",
+                &material,
+                self.cfg.auth_mechanism,
+                tx,
+            );
+            match wire.await {
                 Ok(wire) => {
                     let wire_events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
                         .map(|e| match e {

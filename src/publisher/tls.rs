@@ -3,13 +3,16 @@
 //! certificate renewed in place is used by the next connection.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use lapin::auth::AuthProvider;
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::{Connect, Connection, ConnectionProperties, ConnectionState, ErrorKind};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::link::with_defaults;
-use crate::config::{AmqpConfig, AuthMechanism, TlsFileError};
+use crate::config::{AmqpConfig, AuthMechanism, TlsFileError, TlsMaterial};
 
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -93,12 +96,26 @@ fn closed_under_us(e: &lapin::Error) -> bool {
 /// Connect to `url` (heartbeat added when it sets none) with the TLS files as they are now and
 /// the configured login. `name` is the connection name the broker shows.
 pub async fn open(cfg: &AmqpConfig, url: &str, name: &str) -> Result<Connection, ConnectError> {
-    let material = cfg.tls.read()?;
+    open_with(cfg, &cfg.tls.read()?, url, name).await
+}
+
+/// [`open`] with the TLS files already read (the link reads them once per connect, for both of
+/// its connections).
+pub(super) async fn open_with(
+    cfg: &AmqpConfig,
+    material: &TlsMaterial,
+    url: &str,
+    name: &str,
+) -> Result<Connection, ConnectError> {
     let tls = OwnedTLSConfig {
         identity: material
             .identity
-            .map(|(pem, key)| OwnedIdentity::PKCS8 { pem, key: key.0 }),
-        cert_chain: material.ca_pem,
+            .as_ref()
+            .map(|(pem, key)| OwnedIdentity::PKCS8 {
+                pem: pem.clone(),
+                key: key.0.clone(),
+            }),
+        cert_chain: material.ca_pem.clone(),
     };
     let mut props = ConnectionProperties::default().with_connection_name(name.into());
     if cfg.auth_mechanism == AuthMechanism::External {
@@ -119,4 +136,39 @@ pub async fn open(cfg: &AmqpConfig, url: &str, name: &str) -> Result<Connection,
             _ if amqps && closed_under_us(&e) => ConnectError::ClosedDuringSetup(e),
             _ => ConnectError::Amqp(e),
         })
+}
+
+/// The TLS settings of the publish path's own connection (publisher/wire/), the same as lapin's
+/// connection gets from the same files (`tcp-stream` with `rustls-connector`): the public
+/// (webpki) roots and `tls_ca_file`'s certificates, the client certificate and key when both
+/// are configured, rustls's safe default protocol versions. The files were checked when read
+/// ([`crate::config::TlsFiles::read`]), so an error here is not expected; it is reported, not
+/// unwrapped.
+pub(super) fn client_config(
+    material: &TlsMaterial,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
+    if let Some(pem) = &material.ca_pem {
+        roots.add_parsable_certificates(
+            CertificateDer::pem_slice_iter(pem.as_bytes()).filter_map(Result::ok),
+        );
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = match &material.identity {
+        Some((cert_pem, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert_pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| rustls::Error::General("amqp.tls_cert_file is not PEM".into()))?;
+            let key = PrivateKeyDer::from_pem_slice(&key.0).map_err(|_| {
+                rustls::Error::General("amqp.tls_key_file holds no usable key".into())
+            })?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
 }

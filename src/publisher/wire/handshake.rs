@@ -1,19 +1,25 @@
-//! Opening the builtin connection: protocol header, `PLAIN` login, tuning (frame size, heartbeat,
-//! channels), the virtual host, then channel 1 in confirm mode.
+//! Opening the builtin connection: TCP, TLS for `amqps://`, the protocol header, the login
+//! (`PLAIN` with the URL's user, or `EXTERNAL`: the client certificate), tuning (frame size,
+//! heartbeat, channels), the virtual host, then channel 1 in confirm mode.
 
 use std::str::FromStr;
 
 use amq_protocol::frame::{AMQPFrame, ProtocolVersion};
 use amq_protocol::protocol::{AMQPClass, channel, confirm, connection};
 use amq_protocol::types::LongString;
-use amq_protocol::uri::AMQPUri;
-use tokio::io::AsyncWriteExt;
+use amq_protocol::uri::{AMQPScheme, AMQPUri};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use super::frames::{
     append, channel_open, client_properties, confirm_select, connection_method, next_frame,
 };
 use super::{FRAME_MAX, WireError, refill};
+use crate::config::{AuthMechanism, TlsMaterial};
+use crate::publisher::tls::client_config;
 
 /// What the broker and the bridge agreed on.
 pub(super) struct Tuned {
@@ -22,42 +28,88 @@ pub(super) struct Tuned {
     pub(super) heartbeat: u16,
 }
 
-/// Connect to `url` and set the connection up; the socket, what was read past the last answer,
-/// and the tuning. The caller bounds the time it may take.
-pub(super) async fn open(url: &str, name: &str) -> Result<(TcpStream, Vec<u8>, Tuned), WireError> {
+/// The socket under the connection.
+pub(super) enum Socket {
+    Plain(TcpStream),
+    /// `amqps://`: verified as lapin's connection verifies it (`tls::client_config`).
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Connect to `url` and set the connection up: TLS with `tls`'s files for `amqps://`, the
+/// `login`; the socket, what was read past the last answer, and the tuning. The caller bounds
+/// the time it may take.
+pub(super) async fn open(
+    url: &str,
+    name: &str,
+    tls: &TlsMaterial,
+    login: AuthMechanism,
+) -> Result<(Socket, Vec<u8>, Tuned), WireError> {
     let uri = AMQPUri::from_str(url).map_err(WireError::Url)?;
-    let mut stream = TcpStream::connect((uri.authority.host.as_str(), uri.authority.port)).await?;
-    stream.set_nodelay(true)?;
+    let host = uri.authority.host.as_str();
+    let tcp = TcpStream::connect((host, uri.authority.port)).await?;
+    tcp.set_nodelay(true)?;
+    match uri.scheme {
+        AMQPScheme::AMQP => {
+            let mut stream = tcp;
+            let (rbuf, tuned) = set_up(&mut stream, &uri, name, login).await?;
+            Ok((Socket::Plain(stream), rbuf, tuned))
+        }
+        AMQPScheme::AMQPS => {
+            let config = client_config(tls).map_err(|e| WireError::Io(format!("TLS: {e}")))?;
+            let server = ServerName::try_from(host.to_owned())
+                .map_err(|e| WireError::Url(format!("{host} as a TLS server name: {e}")))?;
+            let mut stream = TlsConnector::from(config)
+                .connect(server, tcp)
+                .await
+                .map_err(|e| WireError::Io(format!("TLS handshake with the broker: {e}")))?;
+            let (rbuf, tuned) = set_up(&mut stream, &uri, name, login).await?;
+            Ok((Socket::Tls(Box::new(stream)), rbuf, tuned))
+        }
+    }
+}
+
+/// The AMQP set-up on an open socket.
+async fn set_up<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    uri: &AMQPUri,
+    name: &str,
+    login: AuthMechanism,
+) -> Result<(Vec<u8>, Tuned), WireError> {
     let mut rbuf = Vec::with_capacity(16 * 1024);
 
     send(
-        &mut stream,
+        stream,
         &AMQPFrame::ProtocolHeader(ProtocolVersion::amqp_0_9_1()),
     )
     .await?;
-    let start = match read_method(&mut stream, &mut rbuf, "connection.start").await? {
+    let start = match read_method(stream, &mut rbuf, "connection.start").await? {
         AMQPClass::Connection(connection::AMQPMethod::Start(s)) => s,
         other => return Err(unexpected("connection.start", &other)),
+    };
+    let user = &uri.authority.userinfo;
+    let (mechanism, response) = match login {
+        AuthMechanism::Plain => ("PLAIN", format!("\0{}\0{}", user.username, user.password)),
+        // The certificate is the login; nothing else is sent.
+        AuthMechanism::External => ("EXTERNAL", String::new()),
     };
     if !start
         .mechanisms
         .to_string()
         .split(' ')
-        .any(|m| m == "PLAIN")
+        .any(|m| m == mechanism)
     {
-        return Err(WireError::Broker(
-            "the broker does not offer the PLAIN login".into(),
-        ));
+        return Err(WireError::Broker(format!(
+            "the broker does not offer the {mechanism} login"
+        )));
     }
-    let user = &uri.authority.userinfo;
     let start_ok = connection::StartOk {
         client_properties: client_properties(name),
-        mechanism: "PLAIN".into(),
-        response: LongString::from(format!("\0{}\0{}", user.username, user.password)),
+        mechanism: mechanism.into(),
+        response: LongString::from(response),
         locale: "en_US".into(),
     };
     let start_ok = connection_method(connection::AMQPMethod::StartOk(start_ok));
-    let tune = match rpc(&mut stream, &mut rbuf, 0, start_ok, "connection.tune").await? {
+    let tune = match rpc(stream, &mut rbuf, 0, start_ok, "connection.tune").await? {
         AMQPClass::Connection(connection::AMQPMethod::Tune(t)) => t,
         other => return Err(unexpected("connection.tune", &other)),
     };
@@ -82,32 +134,23 @@ pub(super) async fn open(url: &str, name: &str) -> Result<(TcpStream, Vec<u8>, T
         heartbeat,
     };
     let tune_ok = connection_method(connection::AMQPMethod::TuneOk(tune_ok));
-    send(&mut stream, &AMQPFrame::Method(0, tune_ok)).await?;
+    send(stream, &AMQPFrame::Method(0, tune_ok)).await?;
     let open = connection_method(connection::AMQPMethod::Open(connection::Open {
         virtual_host: uri.vhost.as_str().into(),
     }));
-    match rpc(&mut stream, &mut rbuf, 0, open, "connection.open-ok").await? {
+    match rpc(stream, &mut rbuf, 0, open, "connection.open-ok").await? {
         AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)) => {}
         other => return Err(unexpected("connection.open-ok", &other)),
     }
-    match rpc(&mut stream, &mut rbuf, 1, channel_open(), "channel.open-ok").await? {
+    match rpc(stream, &mut rbuf, 1, channel_open(), "channel.open-ok").await? {
         AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)) => {}
         other => return Err(unexpected("channel.open-ok", &other)),
     }
-    match rpc(
-        &mut stream,
-        &mut rbuf,
-        1,
-        confirm_select(),
-        "confirm.select-ok",
-    )
-    .await?
-    {
+    match rpc(stream, &mut rbuf, 1, confirm_select(), "confirm.select-ok").await? {
         AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_)) => {}
         other => return Err(unexpected("confirm.select-ok", &other)),
     }
     Ok((
-        stream,
         rbuf,
         Tuned {
             frame_max,
@@ -126,16 +169,17 @@ fn unexpected(what: &str, got: &AMQPClass) -> WireError {
     }
 }
 
-async fn send(stream: &mut TcpStream, frame: &AMQPFrame) -> Result<(), WireError> {
+async fn send(stream: &mut (impl AsyncWrite + Unpin), frame: &AMQPFrame) -> Result<(), WireError> {
     let mut buf = Vec::new();
     append(&mut buf, frame)?;
     stream.write_all(&buf).await?;
+    stream.flush().await?;
     Ok(())
 }
 
 /// During set-up: send `class` on `channel`, then [`read_method`] the broker's answer.
 async fn rpc(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
     buf: &mut Vec<u8>,
     channel: u16,
     class: AMQPClass,
@@ -147,7 +191,7 @@ async fn rpc(
 
 /// During set-up: read frames until a method (heartbeats are skipped).
 async fn read_method(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     buf: &mut Vec<u8>,
     what: &str,
 ) -> Result<AMQPClass, WireError> {

@@ -1,13 +1,16 @@
 //! The publish path's own AMQP connection, driven by the runtime's workers: amq-protocol's
-//! frames (the crate lapin encodes with) on one `TcpStream`, one task writing what publishes
+//! frames (the crate lapin encodes with) on one socket (TCP, or TLS over it with
+//! tokio-rustls for `amqps://`), one task writing what publishes
 //! queued — one `write_all` per batch — and one reading the broker's frames. lapin runs a thread
 //! of its own for I/O, and every publish crossed to it and back; without that thread a webhook
 //! costs 18% less CPU at full load and ~40% less one request at a time (docs/BENCHMARKS.md, "An
 //! AMQP client on the runtime's own workers, measured").
 //!
 //! It publishes and nothing else: the link's lapin connection still declares the topology and
-//! parks returned messages. It is used for plain `amqp://` URLs with the `plain` login; `amqps://`
-//! and `external` keep lapin's confirm channels (see [`Wire::eligible`]).
+//! parks returned messages. It is used for every URL, `amqp://` and `amqps://` (verified with
+//! the same roots, CA file and client certificate as lapin's connection), with either login,
+//! `plain` or `external`; `[amqp] publish_client = "lapin"` keeps lapin's confirm channels
+//! instead (see [`Wire::eligible`]).
 //!
 //! What it does besides publishing, all of which lapin did on this path:
 //! - **confirms**: one confirm channel; every publish gets the channel's next delivery tag and
@@ -34,17 +37,17 @@ use std::time::{Duration, Instant};
 
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{AMQPClass, BasicProperties, basic, channel, confirm, connection};
-use amq_protocol::uri::{AMQPScheme, AMQPUri};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use amq_protocol::uri::AMQPUri;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use self::frames::{
     append, body_frame, channel_close, channel_open, confirm_select, connection_method, next_frame,
 };
+use self::handshake::Socket;
 use super::properties::{message_from, properties};
-use crate::config::{AmqpConfig, AuthMechanism, PublishClient};
+use crate::config::{AmqpConfig, AuthMechanism, PublishClient, TlsMaterial};
 use crate::message::Message;
 
 /// The frame size asked for when the URL sets none (lapin's link asks the same).
@@ -153,32 +156,38 @@ struct Returning {
 }
 
 impl Wire {
-    /// Whether `url` can be published to over this connection: plain TCP and the `plain`
-    /// login. TLS and `external` stay with lapin.
+    /// Whether `url` is published to over this connection: with `publish_client = "builtin"`
+    /// (the default), any URL lapin would also accept.
     pub fn eligible(cfg: &AmqpConfig, url: &str) -> bool {
-        cfg.publish_client == PublishClient::Builtin
-            && cfg.auth_mechanism == AuthMechanism::Plain
-            && AMQPUri::from_str(url).is_ok_and(|u| u.scheme == AMQPScheme::AMQP)
+        cfg.publish_client == PublishClient::Builtin && AMQPUri::from_str(url).is_ok()
     }
 
-    /// Open the connection and its confirm channel. The caller bounds the time it may take.
+    /// Open the connection and its confirm channel: for `amqps://` with the TLS files as read
+    /// for this connect (`tls`), logging in with `login`. The caller bounds the time it may
+    /// take.
     pub async fn connect(
         url: &str,
         name: &str,
+        tls: &TlsMaterial,
+        login: AuthMechanism,
         events: mpsc::UnboundedSender<WireEvent>,
     ) -> Result<Self, WireError> {
-        let (stream, rbuf, tuned) = handshake::open(url, name).await?;
+        let (socket, rbuf, tuned) = handshake::open(url, name, tls, login).await?;
         let heartbeat =
             (tuned.heartbeat > 0).then(|| Duration::from_secs(u64::from(tuned.heartbeat)));
         let frame_max = tuned.frame_max;
         let shared = Arc::new(Shared::new(frame_max as usize, heartbeat, events));
-        let (rd, wr) = stream.into_split();
-        let reader = tokio::spawn(read_loop(rd, rbuf, Arc::clone(&shared)));
-        let writer = tokio::spawn(write_loop(wr, Arc::clone(&shared)));
-        Ok(Self {
-            shared,
-            tasks: [reader.abort_handle(), writer.abort_handle()],
-        })
+        let tasks = match socket {
+            Socket::Plain(tcp) => {
+                let (rd, wr) = tcp.into_split();
+                spawn_loops(rd, wr, rbuf, &shared)
+            }
+            Socket::Tls(tls) => {
+                let (rd, wr) = tokio::io::split(*tls);
+                spawn_loops(rd, wr, rbuf, &shared)
+            }
+        };
+        Ok(Self { shared, tasks })
     }
 
     pub fn is_open(&self) -> bool {
@@ -566,9 +575,27 @@ pub(super) async fn refill(
     rd.read_buf(buf).await
 }
 
+/// The reader and the writer of a connection's two halves, as tasks.
+fn spawn_loops<R, W>(rd: R, wr: W, rbuf: Vec<u8>, shared: &Arc<Shared>) -> [AbortHandle; 2]
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let reader = tokio::spawn(read_loop(rd, rbuf, Arc::clone(shared)));
+    let writer = tokio::spawn(write_loop(wr, Arc::clone(shared)));
+    [reader.abort_handle(), writer.abort_handle()]
+}
+
+/// Everything in `bytes` to the broker (through TLS's buffer too: the flush is a no-op on plain
+/// TCP).
+async fn send_all(wr: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Result<()> {
+    wr.write_all(bytes).await?;
+    wr.flush().await
+}
+
 /// Writes what was queued, one `write_all` per batch; a heartbeat when nothing was written for
 /// half the interval.
-async fn write_loop(mut wr: OwnedWriteHalf, shared: Arc<Shared>) {
+async fn write_loop(mut wr: impl AsyncWrite + Unpin, shared: Arc<Shared>) {
     let mut spare = Vec::new();
     let idle = shared.heartbeat.map(|h| h / 2);
     loop {
@@ -588,13 +615,13 @@ async fn write_loop(mut wr: OwnedWriteHalf, shared: Arc<Shared>) {
         };
         if dead {
             // A `close-ok` the reader queued on its way out still goes.
-            let _ = wr.write_all(&batch).await;
+            let _ = send_all(&mut wr, &batch).await;
             return;
         }
         let result = if !batch.is_empty() {
-            wr.write_all(&batch).await
+            send_all(&mut wr, &batch).await
         } else if !woken {
-            wr.write_all(&[8, 0, 0, 0, 0, 0, 0, 0xCE]).await
+            send_all(&mut wr, &[8, 0, 0, 0, 0, 0, 0, 0xCE]).await
         } else {
             Ok(())
         };
@@ -608,7 +635,7 @@ async fn write_loop(mut wr: OwnedWriteHalf, shared: Arc<Shared>) {
 }
 
 /// Reads the broker's frames; two heartbeat intervals of silence end the connection.
-async fn read_loop(mut rd: OwnedReadHalf, mut buf: Vec<u8>, shared: Arc<Shared>) {
+async fn read_loop(mut rd: impl AsyncRead + Unpin, mut buf: Vec<u8>, shared: Arc<Shared>) {
     let silence = shared.heartbeat.map(|h| h * 2);
     let mut at = 0;
     let why = 'read: loop {
