@@ -196,7 +196,7 @@ async fn builtin_and_lapin_publishers_deliver_the_same_message() {
     broker_available().await;
     let mut arrived = Vec::new();
     for (extra, path) in [
-        ("", "own connection, one confirm channel"),
+        ("", "own connection"),
         ("publish_client = \"lapin\"", "lapin confirm channels"),
     ] {
         let bridge = Bridge::start_with(BridgeOptions {

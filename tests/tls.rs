@@ -206,7 +206,7 @@ async fn declare_exchange(exchange: &str) {
 #[ignore = "needs the three-node cluster of scripts/cluster (AMQPS listeners); run serially"]
 async fn right_ca_and_client_certificate_publish_over_amqps() {
     // The builtin publishing connection over TLS, beside lapin's (topology): two connections.
-    publish_over_amqps("", 2, "own connection, one confirm channel").await;
+    publish_over_amqps("", 2, "own connection").await;
 }
 
 /// The same over lapin's confirm channels (`publish_client = "lapin"`): one connection.

@@ -2,12 +2,18 @@
 """Two bridge binaries under the same second client (node-load.mjs), alternating rounds.
 
     python3 bench/clients/compare.py BIN_A BIN_B [--rounds 2] [--seconds 20] [--concurrency 64]
+        [--amqp-url URL --broker-port PORT] [--amqp-extra TOML] [--amqp-extra-a TOML] [--amqp-extra-b TOML]
 
 Each round starts one binary on its own exchange (the local broker, 127.0.0.1:5672), binds a
 quorum queue to it, runs the Node client against its WeGoCOD endpoint, and reads the bridge's
 CPU time from /proc before and after: CPU µs per request is the bridge's own cost, whoever sends.
 Every 2xx must be in the queue (checked), then the queue and exchange are deleted and the bridge
 stopped by its pid. Needs node and pika (examples/consumers/python/requirements.txt).
+
+`--amqp-url` points both bridges elsewhere (e.g. an `amqps://` listener of scripts/cluster), with
+`--broker-port` the plain AMQP port pika checks the queue on (the same node); `--amqp-extra`
+adds `[amqp]` lines to both configs (TLS files), `--amqp-extra-a`/`-b` to one (e.g.
+`publish_client = "lapin"`), so one binary can be compared with itself under two settings.
 """
 import argparse, json, os, signal, subprocess, sys, tempfile, time, urllib.request
 
@@ -56,7 +62,7 @@ def measure(pid, port, ch, queue, args):
     return result
 
 
-def round_(binary, tag, args, prefix="cmp", port=18580, admin_port=18590):
+def round_(binary, tag, args, prefix="cmp", port=18580, admin_port=18590, extra=""):
     exchange = f"{prefix}-{os.getpid()}-{tag}"
     with tempfile.TemporaryDirectory() as tmp:
         config = os.path.join(tmp, "bridge.toml")
@@ -64,8 +70,10 @@ def round_(binary, tag, args, prefix="cmp", port=18580, admin_port=18590):
             f.write(f"""listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:{admin_port}"
 [amqp]
-urls = ["amqp://guest:guest@127.0.0.1:5672/%2f"]
+urls = ["{getattr(args, "amqp_url", None) or "amqp://guest:guest@127.0.0.1:5672/%2f"}"]
 exchange = "{exchange}"
+{getattr(args, "amqp_extra", "")}
+{extra}
 [spool]
 dir = "{tmp}/spool"
 [[endpoint]]
@@ -85,7 +93,8 @@ secret = "{SECRET}"
                             break
                 except OSError:
                     time.sleep(0.1)
-            conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+            conn = pika.BlockingConnection(
+                pika.ConnectionParameters("127.0.0.1", getattr(args, "broker_port", 5672)))
             # Ready may mean "the spool accepts" before the bridge has declared its exchange.
             for _ in range(100):
                 ch = conn.channel()
@@ -126,11 +135,17 @@ def main():
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--seconds", type=int, default=20)
     p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--amqp-url")
+    p.add_argument("--broker-port", type=int, default=5672)
+    p.add_argument("--amqp-extra", default="")
+    p.add_argument("--amqp-extra-a", default="")
+    p.add_argument("--amqp-extra-b", default="")
     args = p.parse_args()
     failed = False
     for r in range(args.rounds):
-        for tag, binary in (("a", args.a), ("b", args.b)):
-            res = round_(binary, f"{tag}{r}", args)
+        for tag, binary, extra in (("a", args.a, args.amqp_extra_a), ("b", args.b, args.amqp_extra_b)):
+            res = round_(binary, f"{tag}{r}", args, extra=extra)
+            res["amqp_extra"] = extra
             print(json.dumps(res), flush=True)
             if res["in_queue"] != res["ok"]:
                 print(f"queue holds {res['in_queue']} messages for {res['ok']} 2xx answers", file=sys.stderr)

@@ -32,6 +32,7 @@ impl NativePublisher {
             "webhook-bridge-bench native",
             &no_tls,
             AuthMechanism::Plain,
+            1,
             events,
         )
         .await

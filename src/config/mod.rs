@@ -64,8 +64,7 @@ pub struct AmqpConfig {
     pub exchange: String,
     /// Declare the exchange, its alternate exchange and the unrouted queue on every connect.
     pub declare_topology: bool,
-    /// Confirm-mode channels publishes are spread over, when lapin carries them (see
-    /// [`PublishClient`]).
+    /// Confirm-mode channels publishes are spread over, by either [`PublishClient`].
     pub channels: usize,
     pub connect_timeout: Duration,
     pub reconnect_backoff_max: Duration,
@@ -102,13 +101,12 @@ impl ThreadScheduling {
     }
 }
 
-/// What carries the publishes when the URL is plain `amqp://` and the login `plain`
-/// (`[amqp] publish_client`); `amqps://` and `external` always use lapin's confirm channels.
+/// What carries the publishes (`[amqp] publish_client`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PublishClient {
     /// The bridge's own publishing connection, driven by the async workers
-    /// (`publisher/wire/`): one confirm channel, no I/O thread.
+    /// (`publisher/wire/`): `channels` confirm channels, no I/O thread.
     #[default]
     Builtin,
     /// lapin's `channels` confirm channels, on the connection that declares the topology.

@@ -294,11 +294,11 @@ impl Publisher {
             match tokio::time::timeout(self.cfg.connect_timeout, self.connect(url.expose())).await {
                 Ok(Ok(connected)) => {
                     let publishing = if connected.0.wire.is_some() {
-                        "own connection, one confirm channel"
+                        "own connection"
                     } else {
                         "lapin confirm channels"
                     };
-                    info!(url = %shown, channels = connected.0.channels.len(), publishing, "connected to broker");
+                    info!(url = %shown, channels = self.cfg.channels, publishing, "connected to broker");
                     return Some(connected);
                 }
                 Ok(Err(e)) if e.is_untrusted() => warn!(
@@ -343,6 +343,7 @@ impl Publisher {
                 "webhook-bridge publish",
                 &material,
                 self.cfg.auth_mechanism,
+                u16::try_from(self.cfg.channels).unwrap_or(u16::MAX),
                 tx,
             );
             match wire.await {

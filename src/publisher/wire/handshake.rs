@@ -1,6 +1,6 @@
 //! Opening the builtin connection: TCP, TLS for `amqps://`, the protocol header, the login
 //! (`PLAIN` with the URL's user, or `EXTERNAL`: the client certificate), tuning (frame size,
-//! heartbeat, channels), the virtual host, then channel 1 in confirm mode.
+//! heartbeat, channels), the virtual host, then channels 1 to N in confirm mode.
 
 use std::str::FromStr;
 
@@ -36,13 +36,14 @@ pub(super) enum Socket {
 }
 
 /// Connect to `url` and set the connection up: TLS with `tls`'s files for `amqps://`, the
-/// `login`; the socket, what was read past the last answer, and the tuning. The caller bounds
-/// the time it may take.
+/// `login`, confirm channels 1 to `channels`; the socket, what was read past the last answer,
+/// and the tuning. The caller bounds the time it may take.
 pub(super) async fn open(
     url: &str,
     name: &str,
     tls: &TlsMaterial,
     login: AuthMechanism,
+    channels: u16,
 ) -> Result<(Socket, Vec<u8>, Tuned), WireError> {
     let uri = AMQPUri::from_str(url).map_err(WireError::Url)?;
     let host = uri.authority.host.as_str();
@@ -51,7 +52,7 @@ pub(super) async fn open(
     match uri.scheme {
         AMQPScheme::AMQP => {
             let mut stream = tcp;
-            let (rbuf, tuned) = set_up(&mut stream, &uri, name, login).await?;
+            let (rbuf, tuned) = set_up(&mut stream, &uri, name, login, channels).await?;
             Ok((Socket::Plain(stream), rbuf, tuned))
         }
         AMQPScheme::AMQPS => {
@@ -62,7 +63,7 @@ pub(super) async fn open(
                 .connect(server, tcp)
                 .await
                 .map_err(|e| WireError::Io(format!("TLS handshake with the broker: {e}")))?;
-            let (rbuf, tuned) = set_up(&mut stream, &uri, name, login).await?;
+            let (rbuf, tuned) = set_up(&mut stream, &uri, name, login, channels).await?;
             Ok((Socket::Tls(Box::new(stream)), rbuf, tuned))
         }
     }
@@ -74,6 +75,7 @@ async fn set_up<S: AsyncRead + AsyncWrite + Unpin>(
     uri: &AMQPUri,
     name: &str,
     login: AuthMechanism,
+    channels: u16,
 ) -> Result<(Vec<u8>, Tuned), WireError> {
     let mut rbuf = Vec::with_capacity(16 * 1024);
 
@@ -142,13 +144,21 @@ async fn set_up<S: AsyncRead + AsyncWrite + Unpin>(
         AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)) => {}
         other => return Err(unexpected("connection.open-ok", &other)),
     }
-    match rpc(stream, &mut rbuf, 1, channel_open(), "channel.open-ok").await? {
-        AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)) => {}
-        other => return Err(unexpected("channel.open-ok", &other)),
+    if channels > channel_max {
+        return Err(WireError::Broker(format!(
+            "the broker allows {channel_max} channels per connection, fewer than amqp.channels \
+             ({channels})"
+        )));
     }
-    match rpc(stream, &mut rbuf, 1, confirm_select(), "confirm.select-ok").await? {
-        AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_)) => {}
-        other => return Err(unexpected("confirm.select-ok", &other)),
+    for id in 1..=channels {
+        match rpc(stream, &mut rbuf, id, channel_open(), "channel.open-ok").await? {
+            AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)) => {}
+            other => return Err(unexpected("channel.open-ok", &other)),
+        }
+        match rpc(stream, &mut rbuf, id, confirm_select(), "confirm.select-ok").await? {
+            AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_)) => {}
+            other => return Err(unexpected("confirm.select-ok", &other)),
+        }
     }
     Ok((
         rbuf,

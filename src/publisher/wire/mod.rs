@@ -13,16 +13,17 @@
 //! instead (see [`Wire::eligible`]).
 //!
 //! What it does besides publishing, all of which lapin did on this path:
-//! - **confirms**: one confirm channel; every publish gets the channel's next delivery tag and
-//!   waits for the `basic.ack` or `basic.nack` that covers it (`multiple` settles every earlier
-//!   tag too);
+//! - **confirms**: `[amqp] channels` confirm channels, taken in turn by successive publish calls
+//!   (a broker's channel is one process: on a cluster with quorum queues one channel limits the
+//!   rate); every publish gets its channel's next delivery tag and waits for the `basic.ack` or
+//!   `basic.nack` that covers it (`multiple` settles every earlier tag too);
 //! - **returns**: a `basic.return` (with its content header and body) is matched to its own
 //!   publish by `message_id`, and that publish resolves as returned when its confirm comes (the
 //!   broker sends the return first) — exact attribution, unlike lapin's, which hands a return to
 //!   whichever confirm it resolves next;
-//! - **a nacked channel is replaced** by a new confirm channel (at most once per
-//!   [`RENEW_AFTER`]; the quorum-queue case of `link.rs`), the old one closed once its publishes
-//!   are settled. A multi-message publish goes on one channel, in order;
+//! - **a nacked channel is replaced** by a new confirm channel (one replacement at a time, at most
+//!   once per [`RENEW_AFTER`]; the quorum-queue case of `link.rs`), the old one closed once its
+//!   publishes are settled. A multi-message publish goes on one channel, in order;
 //! - **heartbeats**: sent when nothing else was written for half the negotiated interval; two
 //!   intervals without a frame from the broker end the connection;
 //! - `connection.blocked` / `unblocked` are passed on as [`WireEvent`]s; a `channel.close` or
@@ -120,12 +121,14 @@ struct Shared {
 struct State {
     /// Serialized frames the writer has not taken yet.
     out: Vec<u8>,
-    /// Open confirm channels; the last one takes new publishes, the others are retired and
+    /// Open confirm channels: those not retired take new publishes in turn; retired ones are
     /// closed once settled.
     channels: Vec<Chan>,
+    /// Counts publish calls, to take the channels in turn.
+    turn: usize,
     next_id: u16,
-    /// A replacement channel is being opened.
-    renewing: bool,
+    /// The nacked channel a new one is being opened to replace.
+    replacing: Option<u16>,
     last_renew: Instant,
     /// A `basic.return` waiting for its content header and body.
     returning: Option<Returning>,
@@ -135,6 +138,8 @@ struct State {
 
 struct Chan {
     id: u16,
+    /// Replaced after a nack: takes no new publishes, closed once its publishes are settled.
+    retired: bool,
     next_tag: u64,
     pending: VecDeque<Pending>,
 }
@@ -162,21 +167,23 @@ impl Wire {
         cfg.publish_client == PublishClient::Builtin && AMQPUri::from_str(url).is_ok()
     }
 
-    /// Open the connection and its confirm channel: for `amqps://` with the TLS files as read
-    /// for this connect (`tls`), logging in with `login`. The caller bounds the time it may
-    /// take.
+    /// Open the connection and its `channels` confirm channels (at least one): for `amqps://`
+    /// with the TLS files as read for this connect (`tls`), logging in with `login`. The caller
+    /// bounds the time it may take.
     pub async fn connect(
         url: &str,
         name: &str,
         tls: &TlsMaterial,
         login: AuthMechanism,
+        channels: u16,
         events: mpsc::UnboundedSender<WireEvent>,
     ) -> Result<Self, WireError> {
-        let (socket, rbuf, tuned) = handshake::open(url, name, tls, login).await?;
+        let channels = channels.max(1);
+        let (socket, rbuf, tuned) = handshake::open(url, name, tls, login, channels).await?;
         let heartbeat =
             (tuned.heartbeat > 0).then(|| Duration::from_secs(u64::from(tuned.heartbeat)));
         let frame_max = tuned.frame_max;
-        let shared = Arc::new(Shared::new(frame_max as usize, heartbeat, events));
+        let shared = Arc::new(Shared::new(frame_max as usize, heartbeat, channels, events));
         let tasks = match socket {
             Socket::Plain(tcp) => {
                 let (rd, wr) = tcp.into_split();
@@ -217,9 +224,10 @@ impl Wire {
         if let Some(e) = &st.dead {
             return Err(e.clone());
         }
-        let Some(chan) = st.channels.last_mut() else {
+        let Some(i) = st.take_turn() else {
             return Err(WireError::Broker("no confirm channel".into()));
         };
+        let chan = &mut st.channels[i];
         // Every frame first, then the publishes that wait for their confirms. A frame that
         // cannot be serialized (never seen: the properties are the bridge's own) has cost the
         // queue: the connection ends, failing whatever waited, and the link reconnects.
@@ -293,10 +301,29 @@ impl Wire {
     }
 }
 
+impl State {
+    /// The index of the channel whose turn it is to take a publish call, if any is open.
+    fn take_turn(&mut self) -> Option<usize> {
+        let open = self.channels.iter().filter(|c| !c.retired).count();
+        if open == 0 {
+            return None;
+        }
+        let k = self.turn % open;
+        self.turn = self.turn.wrapping_add(1);
+        self.channels
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.retired)
+            .nth(k)
+            .map(|(i, _)| i)
+    }
+}
+
 impl Chan {
     fn new(id: u16) -> Self {
         Self {
             id,
+            retired: false,
             next_tag: 1,
             pending: VecDeque::new(),
         }
@@ -317,18 +344,21 @@ impl Chan {
 }
 
 impl Shared {
-    /// Confirm channel 1 open, nothing queued.
+    /// Confirm channels 1 to `width` open (at least one), nothing queued.
     fn new(
         frame_max: usize,
         heartbeat: Option<Duration>,
+        width: u16,
         events: mpsc::UnboundedSender<WireEvent>,
     ) -> Self {
+        let width = width.max(1);
         Self {
             state: Mutex::new(State {
                 out: Vec::new(),
-                channels: vec![Chan::new(1)],
-                next_id: 2,
-                renewing: false,
+                channels: (1..=width).map(Chan::new).collect(),
+                turn: 0,
+                next_id: width.saturating_add(1),
+                replacing: None,
                 last_renew: Instant::now(),
                 returning: None,
                 dead: None,
@@ -375,7 +405,6 @@ impl Shared {
     /// The broker acked (or nacked) `tag` on `channel`, and every earlier tag if `multiple`.
     fn settle(&self, channel: u16, tag: u64, multiple: bool, acked: bool) {
         let mut st = self.state();
-        let current = st.channels.last().map(|c| c.id);
         let Some(chan) = st.channels.iter_mut().find(|c| c.id == channel) else {
             return;
         };
@@ -387,18 +416,19 @@ impl Shared {
         } else if let Some(i) = chan.pending.iter().position(|p| p.tag == tag) {
             settled.extend(chan.pending.remove(i));
         }
-        let retired_and_done = Some(channel) != current && chan.pending.is_empty();
+        let retired = chan.retired;
+        let retired_and_done = retired && chan.pending.is_empty();
         if retired_and_done {
             st.channels.retain(|c| c.id != channel);
         }
         let renew = !acked
-            && Some(channel) == current
-            && !st.renewing
+            && !retired
+            && st.replacing.is_none()
             && st.last_renew.elapsed() >= RENEW_AFTER
             && st.next_id < u16::MAX;
         let new_id = st.next_id;
         if renew {
-            st.renewing = true;
+            st.replacing = Some(channel);
             st.next_id += 1;
         }
         drop(st);
@@ -498,17 +528,23 @@ impl Shared {
             AMQPFrame::Method(ch, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_))) => {
                 let retire = {
                     let mut st = self.state();
-                    let old = st.channels.last().map(|c| (c.id, c.pending.is_empty()));
+                    // Only a replacement is opened after set-up.
+                    let Some(old) = st.replacing.take() else {
+                        return Err(WireError::Broker("confirm.select-ok out of place".into()));
+                    };
                     st.channels.push(Chan::new(ch));
-                    st.renewing = false;
                     st.last_renew = Instant::now();
-                    match old {
-                        Some((id, true)) => {
-                            st.channels.retain(|c| c.id != id);
-                            Some(id)
+                    let settled = match st.channels.iter_mut().find(|c| c.id == old) {
+                        Some(c) => {
+                            c.retired = true;
+                            c.pending.is_empty()
                         }
-                        _ => None,
+                        None => false,
+                    };
+                    if settled {
+                        st.channels.retain(|c| c.id != old);
                     }
+                    settled.then_some(old)
                 };
                 if let Some(id) = retire {
                     self.enqueue(id, channel_close());
@@ -676,7 +712,7 @@ async fn read_loop(mut rd: impl AsyncRead + Unpin, mut buf: Vec<u8>, shared: Arc
 #[doc(hidden)]
 pub fn offline(data: &[u8], pending: usize) -> (usize, usize) {
     let (events, _rx) = mpsc::unbounded_channel();
-    let shared = Shared::new(FRAME_MAX as usize, None, events);
+    let shared = Shared::new(FRAME_MAX as usize, None, 1, events);
     let waits: Vec<_> = (0..pending)
         .map(|i| shared.push_pending(&i.to_string()))
         .collect();
@@ -697,8 +733,9 @@ impl Shared {
     /// A publish of `id` waiting on the current channel, as [`Wire::publish`] leaves it (without
     /// its frames).
     fn push_pending(&self, id: &str) -> oneshot::Receiver<Outcome> {
-        match self.state().channels.last_mut() {
-            Some(chan) => chan.wait_for(id),
+        let mut st = self.state();
+        match st.take_turn() {
+            Some(i) => st.channels[i].wait_for(id),
             None => oneshot::channel().1,
         }
     }

@@ -4,8 +4,12 @@
 use super::*;
 
 fn shared() -> (Arc<Shared>, mpsc::UnboundedReceiver<WireEvent>) {
+    shared_of(1)
+}
+
+fn shared_of(width: u16) -> (Arc<Shared>, mpsc::UnboundedReceiver<WireEvent>) {
     let (events, rx) = mpsc::unbounded_channel();
-    let shared = Shared::new(FRAME_MAX as usize, None, events);
+    let shared = Shared::new(FRAME_MAX as usize, None, width, events);
     shared.state().last_renew = Instant::now() - RENEW_AFTER;
     (Arc::new(shared), rx)
 }
@@ -59,7 +63,11 @@ fn a_multiple_ack_settles_every_earlier_tag_and_a_nack_opens_a_new_channel() {
     shared.settle(1, 3, false, false);
     assert!(matches!(rx[2].try_recv(), Ok(Outcome::Nacked(None))));
     let st = shared.state();
-    assert!(st.renewing, "a nack on the current channel opens a new one");
+    assert_eq!(
+        st.replacing,
+        Some(1),
+        "a nack on an open channel opens a new one"
+    );
     let mut at = 0;
     assert_eq!(
         next_frame(&st.out, &mut at).unwrap(),
@@ -92,4 +100,93 @@ fn the_end_of_the_connection_fails_every_waiting_publish_and_tells_the_manager()
     ));
     assert!(matches!(events.try_recv(), Ok(WireEvent::Down)));
     assert!(shared.state().dead.is_some());
+}
+
+/// The channel ids in `out`'s method frames, in order.
+fn methods(out: &[u8]) -> Vec<(u16, AMQPClass)> {
+    let mut at = 0;
+    let mut found = Vec::new();
+    while let Some(frame) = next_frame(out, &mut at).unwrap() {
+        if let AMQPFrame::Method(ch, class) = frame {
+            found.push((ch, class));
+        }
+    }
+    found
+}
+
+#[test]
+fn publishes_take_the_channels_in_turn_and_a_nacked_one_is_replaced_alone() {
+    let (shared, _events) = shared_of(3);
+    let mut rx: Vec<_> = (0..6)
+        .map(|i| shared.push_pending(&i.to_string()))
+        .collect();
+    {
+        let st = shared.state();
+        let tags: Vec<_> = st
+            .channels
+            .iter()
+            .map(|c| {
+                (
+                    c.id,
+                    c.pending.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            tags,
+            [
+                (1, vec!["0".to_string(), "3".to_string()]),
+                (2, vec!["1".to_string(), "4".to_string()]),
+                (3, vec!["2".to_string(), "5".to_string()]),
+            ]
+        );
+    }
+    // Tags are per channel: tag 1 on channel 2 is publish "1".
+    shared.settle(2, 1, false, false);
+    assert!(matches!(rx[1].try_recv(), Ok(Outcome::Nacked(None))));
+    assert!(rx[0].try_recv().is_err() && rx[2].try_recv().is_err());
+    assert_eq!(shared.state().replacing, Some(2));
+    assert_eq!(
+        methods(&std::mem::take(&mut shared.state().out)),
+        [(4, channel_open())]
+    );
+    // The replacement is open: channel 2 takes no new publish and closes once settled.
+    shared
+        .on_frame(AMQPFrame::Method(
+            4,
+            AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+        ))
+        .unwrap();
+    let later: Vec<_> = (6..12)
+        .map(|i| shared.push_pending(&i.to_string()))
+        .collect();
+    {
+        let st = shared.state();
+        assert!(st.channels.iter().any(|c| c.id == 2 && c.retired));
+        for c in st.channels.iter().filter(|c| c.id == 2) {
+            assert_eq!(c.pending.len(), 1, "only publish 4 is left on channel 2");
+        }
+        let on_4 = st.channels.iter().find(|c| c.id == 4).unwrap();
+        assert_eq!(on_4.pending.len(), 2, "the new channel takes its turns");
+    }
+    shared.settle(2, 2, false, true);
+    assert!(matches!(rx[4].try_recv(), Ok(Outcome::Acked)));
+    let st = shared.state();
+    assert!(
+        st.channels.iter().all(|c| c.id != 2),
+        "settled, then closed"
+    );
+    assert_eq!(methods(&st.out), [(2, channel_close())]);
+    assert_eq!(later.len(), 6);
+}
+
+#[test]
+fn a_confirm_select_ok_nobody_asked_for_ends_the_connection() {
+    let (shared, _events) = shared();
+    let unasked = shared.on_frame(AMQPFrame::Method(
+        2,
+        AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+    ));
+    assert!(unasked.is_err());
+    assert_eq!(shared.state().channels.len(), 1);
 }
