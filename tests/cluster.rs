@@ -929,16 +929,7 @@ fn variant_permissions() -> [String; 3] {
 
 /// `rabbitmqctl -n wbc1@localhost ARGS` (users and permissions are cluster-wide).
 fn rabbitmqctl(args: &[&str]) {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(["-q", "-n", "wbc1@localhost"])
-        .args(args)
-        .output()
-        .expect("run rabbitmqctl");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::rabbitmqctl(&[&["-q", "-n", "wbc1@localhost"], args].concat());
 }
 
 /// The unrouted queue unbound from the alternate exchange: a message nobody binds for is then

@@ -220,6 +220,37 @@ async fn builtin_and_lapin_publishers_deliver_the_same_message() {
     assert_eq!(format!("{:?}", arrived[0]), format!("{:?}", arrived[1]));
 }
 
+/// `[amqp] channels` is what either client publishes over: with `channels = 3` the broker
+/// shows three confirm-mode channels for the bridge (counted in a virtual host of the test's
+/// own, so other tests' bridges are not counted), and a webhook is published, not spooled.
+#[tokio::test]
+async fn either_client_publishes_over_the_configured_confirm_channels() {
+    broker_available().await;
+    let vhost = unique("wbt-vhost");
+    rabbitmqctl(&["add_vhost", &vhost]);
+    rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+    for extra in ["", "publish_client = \"lapin\""] {
+        let bridge = Bridge::start_with(BridgeOptions {
+            amqp_urls: vec![format!("amqp://guest:guest@127.0.0.1:5672/{vhost}")],
+            amqp_extra: format!("channels = 3\n{extra}"),
+            ..BridgeOptions::default()
+        })
+        .await;
+        let resp = bridge.post_wegocod_sample().await;
+        assert_eq!(resp.status(), 200, "{extra}");
+        let body = resp.text().await.unwrap_or_default();
+        assert!(!body.contains("spooled"), "published: {body}");
+        let listed = rabbitmqctl(&["-q", "list_channels", "vhost", "confirm"]);
+        let confirm_channels = listed
+            .lines()
+            .filter(|l| l.split_whitespace().collect::<Vec<_>>() == [vhost.as_str(), "true"])
+            .count();
+        assert_eq!(confirm_channels, 3, "{extra:?}: {listed}");
+        drop(bridge);
+    }
+    rabbitmqctl(&["delete_vhost", &vhost]);
+}
+
 /// A webhook near `max_body` makes a message of many AMQP frames (the bridge asks for 16 KiB
 /// frames): it arrives whole, the provider's JSON unchanged, over either client.
 #[tokio::test]

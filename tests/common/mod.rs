@@ -737,3 +737,18 @@ pub fn proc_status_mib(pid: u32, field: &str) -> f64 {
         .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
     kib / 1024.0
 }
+
+/// `rabbitmqctl ARGS` (e.g. `-n <node>` first for a node of the test cluster): its standard
+/// output; a failure fails the test with rabbitmqctl's message.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("run rabbitmqctl");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
