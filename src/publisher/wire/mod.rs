@@ -59,6 +59,9 @@ const FRAME_OVERHEAD: usize = 8;
 const RENEW_AFTER: Duration = Duration::from_secs(1);
 /// `basic` class id, for content headers.
 const BASIC: u16 = 60;
+/// Below this many queued bytes the writer yields once before writing, so that publishes of
+/// other ready requests go in the same `write` (about a dozen single-event messages).
+const COALESCE_BELOW: usize = 16 * 1024;
 
 /// Why the connection could not be opened, or ended.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -644,6 +647,13 @@ async fn write_loop(mut wr: impl AsyncWrite + Unpin, shared: Arc<Shared>) {
                 true
             }
         };
+        if woken && shared.state().out.len() < COALESCE_BELOW {
+            // Let the requests that are ready on this worker queue their publishes too: one
+            // `sendto` over loopback costs more than a publish's frames. Not when a batch is
+            // already this large (an isendu request's 50 messages): it would only hold more
+            // memory (docs/BENCHMARKS.md, "Publishes coalesced per write").
+            tokio::task::yield_now().await;
+        }
         let (batch, dead) = {
             let mut st = shared.state();
             let batch = std::mem::replace(&mut st.out, std::mem::take(&mut spare));
