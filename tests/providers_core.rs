@@ -226,9 +226,19 @@ async fn builtin_and_lapin_publishers_deliver_the_same_message() {
 #[tokio::test]
 async fn either_client_publishes_over_the_configured_confirm_channels() {
     broker_available().await;
-    let vhost = unique("wbt-vhost");
-    rabbitmqctl(&["add_vhost", &vhost]);
-    rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+    /// Deletes the test's virtual host when the test ends, failed or not.
+    struct Vhost(String);
+    impl Drop for Vhost {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("rabbitmqctl")
+                .args(["-q", "delete_vhost", &self.0])
+                .output();
+        }
+    }
+    let vhost = Vhost(unique("wbt-vhost"));
+    let vhost = &vhost.0;
+    rabbitmqctl(&["add_vhost", vhost]);
+    rabbitmqctl(&["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]);
     for extra in ["", "publish_client = \"lapin\""] {
         let bridge = Bridge::start_with(BridgeOptions {
             amqp_urls: vec![format!("amqp://guest:guest@127.0.0.1:5672/{vhost}")],
@@ -248,7 +258,6 @@ async fn either_client_publishes_over_the_configured_confirm_channels() {
         assert_eq!(confirm_channels, 3, "{extra:?}: {listed}");
         drop(bridge);
     }
-    rabbitmqctl(&["delete_vhost", &vhost]);
 }
 
 /// A webhook near `max_body` makes a message of many AMQP frames (the bridge asks for 16 KiB
