@@ -36,7 +36,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
+use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{AMQPClass, BasicProperties, basic, channel, confirm, connection};
 use amq_protocol::uri::AMQPUri;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -45,9 +45,10 @@ use tokio::task::AbortHandle;
 
 use self::frames::{
     append, body_frame, channel_close, channel_open, confirm_select, connection_method, next_frame,
+    publish_frames,
 };
 use self::handshake::Socket;
-use super::properties::{message_from, properties};
+use super::properties::message_from;
 use crate::config::{AmqpConfig, AuthMechanism, PublishClient, TlsMaterial};
 use crate::message::Message;
 
@@ -57,8 +58,6 @@ const FRAME_MAX: u32 = super::DEFAULT_FRAME_MAX;
 const FRAME_OVERHEAD: usize = 8;
 /// A nacked channel is replaced at most this often (as `Link::renew` does for lapin's).
 const RENEW_AFTER: Duration = Duration::from_secs(1);
-/// `basic` class id, for content headers.
-const BASIC: u16 = 60;
 /// Below this many queued bytes the writer yields once before writing, so that publishes of
 /// other ready requests go in the same `write` (about a dozen single-event messages).
 const COALESCE_BELOW: usize = 16 * 1024;
@@ -232,8 +231,9 @@ impl Wire {
         };
         let chan = &mut st.channels[i];
         // Every frame first, then the publishes that wait for their confirms. A frame that
-        // cannot be serialized (never seen: the properties are the bridge's own) has cost the
-        // queue: the connection ends, failing whatever waited, and the link reconnects.
+        // cannot be serialized (a name over 255 bytes; never seen: the configuration and the
+        // generic provider bound them) ends the connection, failing whatever waited, and the
+        // link reconnects.
         let was_empty = st.out.is_empty();
         for msg in messages {
             if let Err(e) = self.frames(&mut st.out, chan.id, exchange, msg) {
@@ -259,25 +259,7 @@ impl Wire {
         exchange: &str,
         msg: &Message,
     ) -> Result<(), WireError> {
-        let method = AMQPFrame::Method(
-            channel,
-            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: exchange.into(),
-                routing_key: msg.routing_key.as_str().into(),
-                mandatory: true,
-                immediate: false,
-            })),
-        );
-        let header = AMQPFrame::Header(
-            channel,
-            AMQPContentHeader {
-                class_id: BASIC,
-                body_size: msg.body.len() as u64,
-                properties: properties(msg),
-            },
-        );
-        append(out, &method)?;
-        append(out, &header)?;
+        publish_frames(out, channel, exchange, msg)?;
         for chunk in msg.body.chunks(self.shared.frame_max - FRAME_OVERHEAD) {
             body_frame(out, channel, chunk);
         }

@@ -190,3 +190,82 @@ fn a_confirm_select_ok_nobody_asked_for_ends_the_connection() {
     assert!(unasked.is_err());
     assert_eq!(shared.state().channels.len(), 1);
 }
+
+/// What amq-protocol generates for a publish of `msg`: the method frame and the content header
+/// with `publisher::properties`, as the builtin connection sent them before
+/// [`frames::publish_frames`] wrote them directly.
+fn generated(channel: u16, exchange: &str, msg: &Message) -> Vec<u8> {
+    let mut out = Vec::new();
+    let method = AMQPFrame::Method(
+        channel,
+        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: exchange.into(),
+            routing_key: msg.routing_key.as_str().into(),
+            mandatory: true,
+            immediate: false,
+        })),
+    );
+    let header = AMQPFrame::Header(
+        channel,
+        amq_protocol::frame::AMQPContentHeader {
+            class_id: 60,
+            body_size: msg.body.len() as u64,
+            properties: crate::publisher::properties::properties(msg),
+        },
+    );
+    append(&mut out, &method).unwrap();
+    append(&mut out, &header).unwrap();
+    out
+}
+
+#[test]
+fn publish_frames_are_byte_for_byte_what_amq_protocol_generates() {
+    let mut long = message("x");
+    long.id = "i".repeat(255);
+    long.routing_key = "r".repeat(255);
+    long.source = "s".repeat(70_000);
+    long.timestamp = u64::MAX;
+    long.body = vec![b'{'; 300_000];
+    let mut empty = message("");
+    empty.routing_key.clear();
+    empty.source.clear();
+    empty.timestamp = 0;
+    empty.body.clear();
+    let mut unicode = message("ü-1");
+    unicode.source = "/webhooks/wégocod".into();
+    for (channel, exchange, msg) in [
+        (1, "events", message("00000000-0000-4000-8000-000000000001")),
+        (7, "", empty),
+        (u16::MAX, &*"e".repeat(255), long),
+        (3, "ex", unicode),
+    ] {
+        let mut out = vec![0xAA];
+        frames::publish_frames(&mut out, channel, exchange, &msg).unwrap();
+        assert_eq!(out[0], 0xAA);
+        assert_eq!(
+            out[1..],
+            generated(channel, exchange, &msg)[..],
+            "{}",
+            msg.id
+        );
+        // And the reader's parser takes them back as a publish and its header.
+        let (mut at, mut kinds) = (1, Vec::new());
+        while let Some(frame) = next_frame(&out, &mut at).unwrap() {
+            kinds.push(matches!(frame, AMQPFrame::Method(..)));
+        }
+        assert_eq!((kinds, at), (vec![true, false], out.len()));
+    }
+}
+
+#[test]
+fn a_name_no_short_string_can_hold_is_refused_and_nothing_written() {
+    let mut too_long = message(&"i".repeat(256));
+    let mut out = b"queued".to_vec();
+    assert!(frames::publish_frames(&mut out, 1, "ex", &too_long).is_err());
+    too_long.id = "ok".into();
+    too_long.routing_key = "r".repeat(256);
+    assert!(frames::publish_frames(&mut out, 1, "ex", &too_long).is_err());
+    too_long.routing_key = "ok".into();
+    assert!(frames::publish_frames(&mut out, 1, &"e".repeat(256), &too_long).is_err());
+    assert_eq!(out, b"queued");
+}
